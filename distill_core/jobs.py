@@ -1,0 +1,199 @@
+"""Background workers: start, cap, schedule and stop the processes that execute runs.
+
+A run is executed by ``python -m distill_core worker --run-dir RUN`` in its own process and session, so a page
+reload, a second tab or a crash of the worker never touches the Streamlit server, and a stop signal reaches
+the worker's whole process group (data-loader children included). Everything a job knows lives in the run
+store; this module keeps no state that a restarted UI would need.
+
+Concurrency: at most ``$KD_MAX_JOBS`` (default 1: training saturates a small machine) runs are live at once.
+Runs over the cap stay ``queued`` with ``waiting: true``; :func:`start_queued`, called by the UI on each poll
+and by a worker when it finishes, starts the oldest of them as slots free up. Starting happens under a lock
+on the runs root, so concurrent polls from several browser tabs never start one run twice.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from distill_core import runs
+from distill_core.errors import UserError
+
+DEFAULT_MAX_JOBS = 1
+_SCHEDULER_LOCK = ".jobs.lock"
+
+# Popen objects of the workers this process started. Keeping them lets is_alive reap finished children
+# (otherwise they linger as zombies that look alive to os.kill) and avoids Popen's "still running"
+# ResourceWarning when an object is garbage collected.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def max_jobs() -> int:
+    """The concurrency cap from ``$KD_MAX_JOBS`` (default 1)."""
+    raw = os.environ.get("KD_MAX_JOBS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_JOBS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"KD_MAX_JOBS must be a positive integer, got {raw!r}: fix or unset it")
+    return value
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a finished child of ours is reaped, not counted)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
+    return runs.pid_alive(pid)
+
+
+def _status_alive(status: dict) -> bool:
+    # read_status has already turned live states with a dead pid into "interrupted"; re-check our children,
+    # because an unreaped child of this process still passes os.kill(pid, 0) on platforms without /proc.
+    pid = status.get("pid")
+    return status.get("state") in runs.LIVE_STATES and isinstance(pid, int) and is_alive(pid)
+
+
+def active_jobs(root: Path) -> int:
+    """Runs under ``root`` that are queued or running with a live worker process."""
+    return sum(1 for run_dir in runs.iter_run_dirs(root) if _status_alive(runs.read_status(run_dir)))
+
+
+def default_worker_argv(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "distill_core", "worker", "--run-dir", str(run_dir)]
+
+
+def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    child_env = dict(os.environ)
+    if env:
+        child_env.update(env)
+    # Make "-m distill_core" import this very copy of the package even when it is not installed and the
+    # server was started from another folder.
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    paths = [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if package_parent not in paths:
+        child_env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
+    return child_env
+
+
+def _spawn(run_dir: Path, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
+    with open(runs.log_path(run_dir), "ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(env),  # cwd is inherited: configs may hold paths relative to it
+            start_new_session=True,  # own process group: survives the UI, and stop_job can signal the group
+        )
+    _CHILDREN[process.pid] = process
+    # The worker may already have set "running"; update_status merges under the status lock and keeps it.
+    runs.update_status(run_dir, pid=process.pid, waiting=False)
+    return process.pid
+
+
+def start_job(
+    run_dir: Path,
+    *,
+    max_concurrent: int | None = None,
+    env: dict | None = None,
+    argv: Sequence[str] | None = None,
+) -> int | None:
+    """Start the worker of a queued run; returns its pid, or None when the cap holds it back (``waiting``).
+
+    ``env`` adds variables to the worker's environment (e.g. HF_TOKEN); it is never stored. ``argv`` replaces
+    the worker command and exists for tests only. Starting a run that already has a live worker returns that
+    worker's pid.
+    """
+    run_dir = Path(run_dir).resolve()
+    root = run_dir.parent
+    cap = max_concurrent if max_concurrent is not None else max_jobs()
+    with runs.file_lock(root / _SCHEDULER_LOCK):
+        status = runs.read_status(run_dir)
+        state = status.get("state")
+        if state == "unknown":
+            raise UserError(f"no run at {run_dir}: create it first")
+        if _status_alive(status):
+            return int(status["pid"])
+        if state != "queued":
+            raise UserError(f"run {run_dir.name!r} is {state}: only queued runs can be started; create a new run")
+        if active_jobs(root) >= cap:
+            runs.update_status(run_dir, waiting=True)
+            return None
+        return _spawn(run_dir, argv or default_worker_argv(run_dir), env)
+
+
+def start_queued(
+    root: Path,
+    *,
+    max_concurrent: int | None = None,
+    env: dict | None = None,
+    argv_for: Callable[[Path], Sequence[str]] | None = None,
+) -> list[int]:
+    """Start the oldest waiting runs while slots are free; returns the pids started (often none).
+
+    Only runs marked ``waiting`` by :func:`start_job` are candidates: a queued run without that mark may be
+    executing in-process (the CLI) or about to be started by its creator. ``argv_for`` is for tests only.
+    """
+    root = Path(root).resolve()
+    cap = max_concurrent if max_concurrent is not None else max_jobs()
+    started: list[int] = []
+    with runs.file_lock(root / _SCHEDULER_LOCK):
+        free = cap - active_jobs(root)
+        if free <= 0:
+            return started
+        waiting = []
+        for run_dir in runs.iter_run_dirs(root):
+            status = runs.read_status(run_dir)
+            if status.get("state") == "queued" and status.get("waiting") and not status.get("pid"):
+                created = status.get("created_at")
+                waiting.append((created if isinstance(created, (int, float)) else 0.0, run_dir.name, run_dir))
+        for _, _, run_dir in sorted(waiting)[:free]:
+            if runs.stop_requested(run_dir):
+                continue
+            argv = argv_for(run_dir) if argv_for else default_worker_argv(run_dir)
+            started.append(_spawn(run_dir, argv, env))
+    return started
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        # start_new_session makes the worker its group's leader; signal the group only if that still holds.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop_job(run_dir: Path) -> bool:
+    """Stop a run: STOP flag plus SIGTERM to the worker's process group; a waiting run is marked cancelled.
+
+    The worker handles SIGTERM cooperatively (it finishes the step, saves state and sets 'cancelled').
+    Returns False if there was nothing to stop (the run had already ended).
+    """
+    run_dir = Path(run_dir).resolve()
+    with runs.file_lock(run_dir.parent / _SCHEDULER_LOCK):  # so the scheduler cannot start it meanwhile
+        status = runs.read_status(run_dir)
+        state = status.get("state")
+        if state not in runs.LIVE_STATES:
+            return False
+        runs.request_stop(run_dir)
+        if _status_alive(status):
+            _signal_group(int(status["pid"]), signal.SIGTERM)
+            if state == "queued":
+                # The worker may die before installing its handler; it would otherwise read as interrupted.
+                runs.set_status(run_dir, "cancelled", waiting=False)
+        else:
+            runs.set_status(run_dir, "cancelled", waiting=False)
+    return True
