@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
     push.add_argument("--private", action="store_true")
 
+    resume = commands.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch")
+    resume.add_argument("--run", required=True, type=Path, help="the run folder, e.g. runs/NAME")
+    resume.add_argument("--quiet", action="store_true")
+
     worker = commands.add_parser("worker", help="(internal) run a queued run folder; used by the dashboard")
     worker.add_argument("--run-dir", required=True, type=Path)
 
@@ -247,6 +251,37 @@ def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
     return {"run": str(run_dir), "state": result["state"]}
 
 
+def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
+    from . import runs
+    from .config import load_train_config
+    from .train import execute, prepare, read_checkpoint_state
+
+    run_dir = args.run
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.json): see `python -m distill_core list`")
+    status = runs.read_status(run_dir)
+    if status.get("state") in ("running", "queued"):
+        raise UserError(f"run {run_dir} is {status['state']} (pid {status.get('pid')}): stop it before resuming")
+    if status.get("state") == "done":
+        raise UserError(f"run {run_dir} has already finished")
+    if read_checkpoint_state(run_dir) is None:
+        raise UserError(f"run {run_dir} has no checkpoint (it stopped before its first epoch ended): start a new "
+                        "run instead")
+    config = load_train_config(run_dir / "config.json")
+    progress = ProgressPrinter(args.quiet)
+    prepared = prepare(config, on_event=progress)
+    runs.clear_stop(run_dir)
+    try:
+        result = execute(prepared, run_dir, on_event=progress, resume=True)
+    finally:
+        progress.close()
+    summary = {"run": str(run_dir), "state": result["state"], "epochs_done": result["epochs_done"],
+               "best_valid_accuracy": result["best_valid_accuracy"]}
+    if result["eval"]:
+        summary["test_accuracy"] = result["eval"]["student"]["accuracy"]
+    return summary
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .inference import evaluate_spec
 
@@ -290,7 +325,7 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "evaluate": _cmd_evaluate,
-            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "list": _cmd_list}
+            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume, "list": _cmd_list}
 
 
 def _quiet_libraries() -> None:

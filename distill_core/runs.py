@@ -365,6 +365,11 @@ def request_stop(run_dir: Path) -> None:
     (Path(run_dir) / STOP_FILE).touch(exist_ok=True)
 
 
+def clear_stop(run_dir: Path) -> None:
+    """Forget an earlier stop request (a resumed run must not stop at its first step)."""
+    (Path(run_dir) / STOP_FILE).unlink(missing_ok=True)
+
+
 def stop_requested(run_dir: Path) -> bool:
     return (Path(run_dir) / STOP_FILE).exists()
 

@@ -224,11 +224,51 @@ def make_accelerator(mixed_precision: str | None = None):
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
-def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event: EventHandler = _no_event
-        ) -> dict[str, Any]:
+CHECKPOINT_DIR = "checkpoint"       # last completed epoch: weights, optimiser, scheduler, RNG (for resume)
+TRAINER_STATE = "trainer_state.json"
+
+
+def _save_checkpoint(accelerator, run_dir: Path, state: dict[str, Any]) -> None:
+    """The last completed epoch, saved beside the best model so that `resume` continues a killed run.
+
+    Written to checkpoint.tmp and swapped in, so a kill during the save keeps the previous checkpoint.
+    """
+    import shutil
+
+    target = run_dir / CHECKPOINT_DIR
+    staging = run_dir / f"{CHECKPOINT_DIR}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    accelerator.save_state(str(staging))
+    runs.write_json_atomic(staging / TRAINER_STATE, state)
+    old = run_dir / f"{CHECKPOINT_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_checkpoint_all(accelerator, run_dir: Path, state: dict[str, Any]) -> None:
+    # accelerate's save_state must be called on every process (it gathers); only the main one writes files.
+    if accelerator.num_processes == 1:
+        _save_checkpoint(accelerator, run_dir, state)
+    else:
+        accelerator.save_state(str(run_dir / CHECKPOINT_DIR))
+        if accelerator.is_main_process:
+            runs.write_json_atomic(run_dir / CHECKPOINT_DIR / TRAINER_STATE, state)
+
+
+def read_checkpoint_state(run_dir: Path) -> dict[str, Any] | None:
+    return runs.read_json(run_dir / CHECKPOINT_DIR / TRAINER_STATE, default=None)
+
+
+def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event: EventHandler = _no_event,
+        resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint by valid_accuracy, then evaluate it on the test split.
 
-    Returns {"state": "done"|"cancelled", "best_valid_accuracy", "epochs_done", "eval"}.
+    With `resume`, continue from the run's last completed epoch (weights, optimiser, schedule, RNG and
+    early-stopping state as they were). Returns {"state": "done"|"cancelled", "best_valid_accuracy",
+    "epochs_done", "eval"}.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -269,11 +309,22 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     alpha = config.alpha if prepared.teacher is not None else 1.0
 
     best_accuracy, epochs_without_improvement, global_step, epochs_done = -1.0, 0, 0, 0
+    if resume:
+        saved = read_checkpoint_state(run_dir) if run_dir is not None else None
+        if saved is None:
+            raise UserError(f"run {run_dir} has no checkpoint to resume from (it stopped before its first epoch "
+                            "ended): start it again instead")
+        accelerator.load_state(str(run_dir / CHECKPOINT_DIR))
+        best_accuracy, epochs_without_improvement = saved["best_accuracy"], saved["epochs_without_improvement"]
+        global_step, epochs_done = saved["global_step"], saved["epoch"]
+        emit({"kind": "resume", "from_epoch": epochs_done, "step": global_step})
     state = "done"
     emit({"kind": "start", "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-          "epochs": config.epochs, "train_examples": len(train_set)})
+          "epochs": config.epochs, "train_examples": len(train_set), "first_epoch": epochs_done + 1})
     with _Cancel(run_dir) as cancel:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(epochs_done + 1, config.epochs + 1):
+            if resume and config.patience and epochs_without_improvement >= config.patience:
+                break
             # ---- train one epoch
             sampler.set_epoch(epoch)
             model.train()
@@ -335,6 +386,11 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
                     emit({"kind": "checkpoint", "epoch": epoch, "valid_accuracy": valid_accuracy})
             else:
                 epochs_without_improvement += 1
+            if run_dir is not None and not stopped:
+                accelerator.wait_for_everyone()
+                _save_checkpoint_all(accelerator, run_dir, {
+                    "epoch": epoch, "global_step": global_step, "best_accuracy": best_accuracy,
+                    "epochs_without_improvement": epochs_without_improvement})
             accelerator.wait_for_everyone()
             if stopped:
                 state = "cancelled"
@@ -407,15 +463,15 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
 # ----------------------------------------------------------------------------------------------------------------
 # running a whole job against the store (CLI and background worker)
 
-def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: EventHandler = _no_event
-            ) -> dict[str, Any]:
+def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: EventHandler = _no_event,
+            resume: bool = False) -> dict[str, Any]:
     """Run `fit` with the run's status kept truthful whatever happens."""
     accelerator = accelerator or make_accelerator()
     is_main = accelerator.is_main_process
     if is_main:
         runs.set_status(run_dir, "running", pid=os.getpid())
     try:
-        result = fit(prepared, run_dir, accelerator=accelerator, on_event=on_event)
+        result = fit(prepared, run_dir, accelerator=accelerator, on_event=on_event, resume=resume)
     except KeyboardInterrupt:
         if is_main:
             runs.set_status(run_dir, "cancelled", error="interrupted by the user (Ctrl-C)")
