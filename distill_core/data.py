@@ -327,8 +327,13 @@ def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
     tok_key = tokenizer_fingerprint(tokenizer)
     out = {}
     for split, dataset in data.splits.items():
-        ids_digest = hashlib.sha1("".join(dataset["example_id"]).encode()).hexdigest()[:16]
-        cache_file = cache_root() / "tokenized" / f"{tok_key}-{max_length}-{ids_digest}.arrow"
+        # The cached file holds every column, labels included: key it by the labels and label names as well as
+        # the texts (ids), or relabelled data with the same texts would train on the stale labels.
+        rows_digest = hashlib.sha1("".join(dataset["example_id"]).encode())
+        rows_digest.update(np.asarray(dataset["label"], dtype=np.int64).tobytes())
+        rows_digest.update(json.dumps(data.label_names).encode())
+        key = f"{tok_key}-{max_length}-{rows_digest.hexdigest()[:16]}"
+        cache_file = cache_root() / "tokenized" / f"{key}.arrow"
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         out[split] = dataset.map(
             lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
