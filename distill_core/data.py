@@ -23,6 +23,7 @@ SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 MAX_TEXT_CHARS = 100_000        # a longer cell is almost surely a broken file; tokenising it would stall the run
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DATA_DIR_ENV = "KD_DATA_DIR"    # folder of named local datasets: `--data ag_news` -> $KD_DATA_DIR/ag_news
+MAX_UNNAMED_CLASSES = 1_000     # without classes.txt ids 0..max become names; a stray huge id must not make 1e9
 
 
 @dataclass
@@ -113,7 +114,14 @@ def _read_classes_file(folder: Path) -> list[str] | None:
     path = folder / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise UserError(f"{path} names a class more than once ({', '.join(duplicated)}): one unique name per line")
     return names or None
 
 
@@ -166,13 +174,14 @@ def _labels_to_ids(values: pd.Series, label_names: list[str] | None, where: str,
     if not np.all(np.mod(numeric.to_numpy(dtype=float), 1) == 0):
         bad = numeric[np.mod(numeric, 1) != 0].iloc[0]
         raise UserError(f"{where}: label {bad} is not an integer class id")
-    ids = numeric.to_numpy(dtype=np.int64)
-    upper = len(label_names) - 1 if label_names else None
-    if ids.min() < 0 or (upper is not None and ids.max() > upper):
-        bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
-        bound = f"0..{upper}" if upper is not None else "0 or more"
+    # Range check on the floats, before the int64 cast: a huge id would wrap around or make a billion names.
+    floats = numeric.to_numpy(dtype=float)
+    upper = len(label_names) - 1 if label_names else MAX_UNNAMED_CLASSES - 1
+    if floats.min() < 0 or floats.max() > upper:
+        bad = int(floats.min()) if floats.min() < 0 else int(floats.max())
+        bound = f"0..{upper}" if label_names else f"0..{upper} (for more classes put a classes.txt beside the file)"
         raise UserError(f"{where}: label {bad} is out of range: class ids must be {bound}")
-    return ids
+    return floats.astype(np.int64)
 
 
 def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] | None, where: str
