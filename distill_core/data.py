@@ -348,6 +348,9 @@ def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
             lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
             batched=True, cache_file_name=str(cache_file), load_from_cache_file=True,
             desc=f"tokenising {split}",
+            # Our key already names the result; without it `datasets` dill-pickles the whole tokenizer (its 30k
+            # vocabulary) to fingerprint every call, which cost more than the tokenisation itself.
+            new_fingerprint=hashlib.sha1(key.encode()).hexdigest()[:32],
         )
     import datasets
 
