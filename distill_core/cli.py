@@ -55,7 +55,7 @@ class ProgressPrinter:
                                f"{event['valid_loss']:.4f} valid_accuracy {event['valid_accuracy']:.4f} "
                                f"({event['seconds']:.0f} s)")
         elif kind in ("teacher_progress", "eval_progress", "predict_progress"):
-            bar = self._bar(kind.replace("_progress", ""), event["total"], "batch")
+            bar = self._bar(kind.replace("_progress", ""), event["total"], "ex")
             bar.update(event["done"] - bar.n)
         elif kind == "bench":
             bar = self._bar("benchmark", event.get("total_cells", 0) or None, "cell")
@@ -207,6 +207,10 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"run folder {out} already exists: choose another --out or delete it")
     progress = ProgressPrinter(getattr(args, "quiet", False))
     accelerator = make_accelerator(getattr(args, "mixed_precision", None))
+    # Every process has checked --out before any creates it (no race under accelerate launch / torchrun).
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        progress.quiet = True
     prepared = prepare(config, on_event=progress)  # every bad-input check happens before the folder exists
     if accelerator.is_main_process:
         if existing_config:

@@ -352,12 +352,14 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
                 window += torch.cat([values * n, torch.tensor([n], dtype=torch.float64)])
                 if global_step % config.log_every_steps == 0 or global_step == total_steps:
                     now = time.perf_counter()
+                    if accelerator.num_processes > 1:  # log the global batch, as one process would see it
+                        window = accelerator.reduce(window.to(accelerator.device), reduction="sum").cpu()
                     emit({"kind": "step", "step": global_step, "epoch": epoch - 1 + (
                         (global_step - (epoch - 1) * steps_per_epoch) / steps_per_epoch),
                           "loss": float(window[0] / window[3]), "ce_loss": float(window[1] / window[3]),
                           "kd_loss": float(window[2] / window[3]) if teacher_logits is not None else None,
                           "lr": float(scheduler.get_last_lr()[0]),
-                          "samples_per_s": float(window[3] * accelerator.num_processes / (now - window_start)),
+                          "samples_per_s": float(window[3] / (now - window_start)),
                           "total_steps": total_steps})
                     window.zero_()
                     window_start = now
