@@ -1,0 +1,55 @@
+"""KD Studio dashboard: the router. Pages live in pages/; the engine in distill_core.
+
+Run with:  streamlit run streamlit_app.py
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from distill_core import app_support, hub, runs
+from distill_core.errors import UserError
+
+HERE = Path(__file__).parent
+
+
+def render_sidebar(root: Path) -> None:
+    """Where runs are kept, whether the Hub answers, and what works offline: the same on every page."""
+    with st.sidebar:
+        st.caption("Runs folder")
+        st.code(root.name if app_support.is_hosted() else str(root), language=None)
+        if hub.hub_reachable():
+            st.markdown(":green[:material/cloud_done:] Hugging Face Hub reachable")
+        else:
+            st.markdown(":orange[:material/cloud_off:] **Offline mode**: the Hub cannot be reached; "
+                        "use local data and bundled or trained models.")
+        datasets = app_support.local_datasets()
+        bundled = app_support.bundled_specs()
+        extra = app_support.extra_model_specs()
+        with st.expander(f"Available offline: {len(datasets)} datasets, {len(bundled) + len(extra)} models"):
+            st.markdown("**Local data**")
+            st.markdown("\n".join(f"- {d.label}" for d in datasets) or "_none: upload a file on Train_")
+            st.markdown("**Models**")
+            st.markdown("\n".join(f"- `{s}`" for s in bundled)
+                        + "".join(f"\n- `{Path(s).name}` (local)" for s in extra) or "_none_")
+        live = [r for r in runs.list_runs(root) if r["state"] in runs.LIVE_STATES]
+        if live:
+            st.caption(f"{len(live)} run(s) queued or running: {', '.join(r['id'] for r in live[:3])}")
+
+
+st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
+pages = [
+    st.Page(HERE / "pages" / "train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page(HERE / "pages" / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page(HERE / "pages" / "benchmark.py", title="Benchmark", icon=":material/speed:"),
+    st.Page(HERE / "pages" / "playground.py", title="Playground", icon=":material/chat:"),
+]
+page = st.navigation(pages)
+runs_root = runs.runs_root()
+try:
+    app_support.poll(runs_root)  # each visit also starts waiting runs and next pipeline stages
+except UserError as exc:
+    st.sidebar.error(str(exc))
+render_sidebar(runs_root)
+page.run()

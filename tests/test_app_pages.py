@@ -1,0 +1,193 @@
+"""Every dashboard page through Streamlit's AppTest, offline: empty store, a store with a finished distillation
+run, and bad form input (which must show an error and create no run)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from distill_core import runs
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+PAGES = ["pages/train.py", "pages/compare.py", "pages/benchmark.py", "pages/playground.py"]
+TITLES = {"pages/train.py": "Train", "pages/compare.py": "Compare", "pages/benchmark.py": "Benchmark",
+          "pages/playground.py": "Playground"}
+TIMEOUT_S = 180  # first loads import torch/transformers; generous for a busy 2-core machine
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, tiny_data_dir, tiny_teacher_dir):
+    """A private runs folder, a data folder holding the tiny dataset, and the tiny teacher as an extra model."""
+    data_root = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data_root / "tiny")
+    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("KD_DATA_DIR", str(data_root))
+    monkeypatch.setenv("KD_UPLOADS_DIR", str(tmp_path / "uploads"))
+    monkeypatch.setenv("KD_EXTRA_MODELS", str(tiny_teacher_dir))
+    return SimpleNamespace(runs=tmp_path / "runs", data=data_root / "tiny", teacher=tiny_teacher_dir)
+
+
+def open_page(page: str, query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    at.run()
+    if page != "pages/train.py":
+        at.switch_page(page).run()
+    return at
+
+
+def make_finished_run(env, name: str = "tiny-distill") -> Path:
+    """A finished distillation run as the worker leaves it (the tiny teacher's weights stand in for the student)."""
+    labels = ["World", "Sports", "Business", "Sci/Tech"]
+    metrics = {"accuracy": 0.75, "macro_f1": 0.74, "ece": 0.05, "n_examples": 80, "label_names": labels,
+               "confusion_matrix": [[15, 2, 2, 1], [1, 17, 1, 1], [3, 1, 14, 2], [2, 1, 3, 14]],
+               "per_class": {n: {"precision": 0.7, "recall": 0.7, "f1": 0.7, "support": 20} for n in labels}}
+    config = {"mode": "distill", "data": {"source": str(env.data), "eval_samples": None}, "student": "truncate:1",
+              "teacher": str(env.teacher), "epochs": 2}
+    run_dir = runs.create_run(env.runs, name, config)
+    shutil.copytree(env.teacher, run_dir / "model")
+    for epoch in (1, 2):
+        runs.append_metric(run_dir, {"kind": "step", "step": epoch * 5, "total_steps": 10, "loss": 1.0 / epoch})
+        runs.append_metric(run_dir, {"kind": "epoch", "epoch": epoch, "training_accuracy": 0.5 + epoch / 10,
+                                     "valid_accuracy": 0.6 + epoch / 10, "training_loss": 1.0 / epoch,
+                                     "valid_loss": 1.1 / epoch})
+    runs.write_json_atomic(runs.eval_path(run_dir), {
+        "split": "test", "label_names": labels,
+        "student": {**metrics, "agreement": 0.8, "spec": "truncate:1"},
+        "teacher": {**metrics, "accuracy": 0.8, "spec": str(env.teacher)}})
+    runs.set_status(run_dir, "done")
+    return run_dir
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: Path(p).stem)
+def test_page_renders_offline_with_an_empty_store(app_env, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert at.title[0].value == TITLES[page]
+    assert not at.error
+
+
+def test_sidebar_says_offline_mode(app_env):
+    # AppTest keeps the router's sidebar only on the first page it runs (switch_page drops it), so check here.
+    at = open_page("pages/train.py")
+    assert "Offline mode" in texts(at.sidebar.markdown)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: Path(p).stem)
+def test_page_renders_with_a_finished_run(app_env, page):
+    make_finished_run(app_env)
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+
+
+def test_sidebar_lists_runs_folder_local_data_and_bundled_model(app_env):
+    at = open_page("pages/train.py")
+    sidebar = texts(at.sidebar.markdown) + texts(at.sidebar.code)
+    assert str(app_env.runs) in sidebar
+    assert "tiny" in sidebar and "bundled:minilm-l6" in sidebar
+
+
+def test_offline_train_page_defaults_to_the_offline_quick_start(app_env):
+    at = open_page("pages/train.py")
+    assert at.selectbox(key="t_preset").value == "Offline quick start"
+    assert at.radio(key="t_mode").value == "pipeline"
+    assert any("Estimated time" in i.value for i in at.info)
+
+
+def test_selecting_the_seed_recipe_offline_warns_that_it_needs_the_hub(app_env):
+    at = open_page("pages/train.py")
+    at.selectbox(key="t_preset").set_value("Seed recipe").run()
+    assert any("Hugging Face Hub" in w.value for w in at.warning)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("t_alpha", 1.5, "alpha=1.5"),
+    ("t_temperature", 0.0, "temperature=0.0"),
+    ("t_epochs", 0, "epochs=0"),
+], ids=["alpha", "temperature", "epochs"])
+def test_invalid_hyperparameter_shows_an_error_and_creates_no_run(app_env, key, value, message):
+    at = open_page("pages/train.py")
+    at.number_input(key=key).set_value(value).run()
+    at.button[0].click().run()
+    assert any(message in e.value for e in at.error), texts(at.error)
+    assert runs.list_runs(app_env.runs) == []
+
+
+def test_hub_dataset_while_offline_shows_an_error_and_creates_no_run(app_env):
+    at = open_page("pages/train.py")
+    at.radio(key="t_source_kind").set_value("Hugging Face Hub").run()
+    at.button[0].click().run()
+    assert any("cannot reach the Hugging Face Hub" in e.value for e in at.error), texts(at.error)
+    assert runs.list_runs(app_env.runs) == []
+
+
+def test_truncating_more_layers_than_the_teacher_has_is_refused(app_env):
+    at = open_page("pages/train.py")
+    at.radio(key="t_mode").set_value("distill").run()
+    assert at.selectbox(key="t_teacher").value == str(app_env.teacher)
+    at.number_input(key="t_trunc_n").set_value(5).run()  # the tiny teacher has 2 layers
+    at.button[0].click().run()
+    assert any("teacher has only 2" in e.value for e in at.error), texts(at.error)
+    assert runs.list_runs(app_env.runs) == []
+
+
+def test_bad_run_name_is_refused(app_env):
+    at = open_page("pages/train.py")
+    at.radio(key="t_mode").set_value("distill").run()
+    at.number_input(key="t_trunc_n").set_value(1).run()
+    at.text_input(key="t_name").set_value("../escape").run()
+    at.button[0].click().run()
+    assert any("invalid run name" in e.value for e in at.error), texts(at.error)
+    assert runs.list_runs(app_env.runs) == []
+
+
+def test_live_panel_shows_the_run_named_in_the_address(app_env):
+    run_dir = runs.create_run(app_env.runs, "failing-run", {"mode": "distill", "epochs": 2, "data": {}})
+    runs.append_metric(run_dir, {"kind": "step", "step": 4, "total_steps": 10, "loss": 0.9, "samples_per_s": 50.0,
+                                 "time": time.time()})
+    runs.set_status(run_dir, "failed", error="could not load model 'nope'")
+    at = open_page("pages/train.py", query={"run": "failing-run"})
+    assert not at.exception, at.exception
+    assert at.selectbox(key="run").value == "failing-run"
+    assert any("could not load model 'nope'" in e.value for e in at.error)
+    assert any("step 4 / 10" in str(p.proto.text) for p in at.get("progress"))
+
+
+def test_compare_lists_the_run_and_its_teacher(app_env):
+    make_finished_run(app_env)
+    at = open_page("pages/compare.py")
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["run tiny-distill", "teacher of tiny-distill"]
+    assert table["test_accuracy"].tolist() == [0.75, 0.8]
+
+
+def test_playground_predicts_with_teacher_and_student(app_env):
+    make_finished_run(app_env)
+    at = open_page("pages/playground.py")
+    assert not at.exception, at.exception
+    assert len(at.multiselect(key="p_models").value) == 2
+    predictions = [m for m in at.metric if m.label == "Prediction"]
+    assert len(predictions) == 2
+    assert all(p.value in ("World", "Sports", "Business", "Sci/Tech") for p in predictions)
+
+
+def test_compare_computes_and_caches_disagreements(app_env):
+    run_dir = make_finished_run(app_env)
+    at = open_page("pages/compare.py")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    cached = json.loads((run_dir / "predictions.json").read_text(encoding="utf-8"))
+    assert len(cached["text"]) == len(cached["teacher_pred"]) == 80
+    # The student is a copy of the teacher: they never disagree.
+    assert any("0 of 80" in c.value for c in at.caption)
