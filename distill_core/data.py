@@ -94,8 +94,9 @@ def _read_ag_news_release(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, header=None, names=["class_index", "title", "description"], dtype=str,
                         keep_default_na=False, encoding="utf-8-sig")
     # The release writes newlines inside descriptions as a literal backslash; the Hub's ag_news keeps them as-is,
-    # and so do we, so that `text` equals the Hub's title + " " + description.
-    frame["text"] = frame["title"].str.strip() + " " + frame["description"].str.strip()
+    # and so do we, so that `text` equals the Hub's title + " " + description. No strip of the parts: the Hub
+    # keeps their spaces ("Trapped  MANILA"), and the whole text is stripped later like any other text column.
+    frame["text"] = frame["title"] + " " + frame["description"]
     labels = pd.to_numeric(frame["class_index"], errors="coerce")
     if labels.isna().any():
         raise UserError(f"{path.name}: class index is not a number in row {int(labels.isna().idxmax()) + 1}")
