@@ -1,0 +1,31 @@
+# KD Studio on Hugging Face Spaces (Docker SDK) or any container host: the Streamlit dashboard on port 8501.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    KD_HOSTED=1 \
+    KD_RUNS_DIR=/data/runs \
+    KD_CACHE_DIR=/data/cache \
+    KD_UPLOADS_DIR=/data/uploads \
+    KD_MAX_UPLOAD_MB=50 \
+    HF_HOME=/data/hf
+
+# Spaces run the container as user 1000; give it a home and a writable data folder.
+RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data
+WORKDIR /app
+
+# Dependencies first, so code changes do not reinstall them. torch comes from the CPU wheel index
+# (the default PyPI wheel is a multi-GB CUDA build).
+COPY --chown=user:user requirements.txt .
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+
+COPY --chown=user:user distill_core ./distill_core
+COPY --chown=user:user pages ./pages
+COPY --chown=user:user .streamlit ./.streamlit
+COPY --chown=user:user streamlit_app.py README.md ./
+
+USER user
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
+CMD ["streamlit", "run", "streamlit_app.py", "--server.port", "8501", "--server.address", "0.0.0.0"]
