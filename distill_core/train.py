@@ -274,17 +274,19 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     from torch.utils.data import DataLoader
     from transformers import set_seed
 
-    from .evaluate import classification_metrics, softmax_np
     from .losses import distillation_loss
 
     config = prepared.config
     accelerator = accelerator or make_accelerator()
     is_main = accelerator.is_main_process
-    write = (lambda row: runs.append_metric(run_dir, row)) if (run_dir is not None and is_main) else _no_event
 
     def emit(row: dict[str, Any]) -> None:
-        write(row) if row["kind"] in ("step", "epoch") else None
-        on_event(row) if is_main else None
+        """Step and epoch rows go to the run store; every event goes to the caller. Main process only."""
+        if not is_main:
+            return
+        if run_dir is not None and row["kind"] in ("step", "epoch", "resume"):
+            runs.append_metric(run_dir, row)
+        on_event(row)
 
     set_seed(config.seed)
     with accelerator.main_process_first():
