@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--run", required=True, type=Path, help="the run folder, e.g. runs/NAME")
     resume.add_argument("--quiet", action="store_true")
 
+    export = commands.add_parser("export", help="save a trained model at fp32, bf16 or int8 for serving")
+    export.add_argument("--model", required=True, help="trained model: run folder, model folder or Hub id")
+    export.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="bf16",
+                        help="bf16: bfloat16 safetensors; int8: fp32 weights + a hint to quantize at load time")
+    export.add_argument("--out", required=True, type=Path, help="new (or empty) folder to write")
+
     worker = commands.add_parser("worker", help="(internal) run a queued run folder; used by the dashboard")
     worker.add_argument("--run-dir", required=True, type=Path)
 
@@ -322,6 +328,12 @@ def _cmd_push(args: argparse.Namespace) -> dict[str, Any]:
     return {"url": url}
 
 
+def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
+    from .export import export_model
+
+    return export_model(args.model, args.out, args.precision)
+
+
 def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     from . import runs
 
@@ -329,7 +341,8 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "evaluate": _cmd_evaluate,
-            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume, "list": _cmd_list}
+            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume, "list": _cmd_list,
+            "export": _cmd_export}
 
 
 def _quiet_libraries() -> None:

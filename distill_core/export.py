@@ -1,0 +1,94 @@
+"""Export a trained classifier at the precision that benchmarked fastest: a `save_pretrained` folder to ship.
+
+- ``fp32``: the model as trained (safetensors, float32).
+- ``bf16``: every weight cast to bfloat16 and saved as bfloat16 safetensors (``config.json`` records
+  ``dtype: bfloat16``), half the bytes of fp32. This is the same cast `bench.prepare_for_precision("bf16")` times
+  and `evaluate --precision bf16` scores, so the exported model is the one that was measured. `from_pretrained`
+  loads it as bfloat16 (transformers' default ``dtype="auto"``); on CPUs with AVX512-BF16/AMX it runs faster than
+  fp32, elsewhere bf16 is emulated and usually slower.
+- ``int8``: dynamic int8 quantization is a *runtime* transform, not a storage format: `quantize_dynamic` packs the
+  Linear weights into backend-specific objects that safetensors cannot hold (only a pickle could, and this project
+  loads safetensors only, because a pickle can run code), and it quantizes activations per batch while running.
+  So the export stores the fp32 weights plus ``"kd_studio_precision": "int8"`` in ``config.json``;
+  `load_exported` (and anything that reads the hint) applies the quantization when loading, which takes well
+  under a second for these models. The folder stays a standard fp32 model for any other tool.
+
+Every export records ``kd_studio_precision`` and ``kd_studio_exported_from`` in ``config.json``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
+PRECISION_HINT = "kd_studio_precision"  # config.json key: the precision to run the exported model at
+
+
+def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = "bf16") -> dict[str, Any]:
+    """Write the trained classifier ``run_or_spec`` (a run folder, model folder or Hub id) to ``out_dir``.
+
+    Refuses an ``out_dir`` that exists and is not empty, and student recipes (``truncate:N``, ``config:...``),
+    which are not trained models. Writes into a staging folder beside ``out_dir`` and renames it into place, so an
+    interrupted export never leaves a half-written model. Returns a summary: out, precision, stored dtype, size in
+    MB, parameters, files.
+    """
+    from . import models
+    from .bench import prepare_for_precision
+    from .inference import load_for_inference
+
+    if precision not in EXPORT_PRECISIONS:
+        raise UserError(f"unknown export precision {precision!r}: choose from {', '.join(EXPORT_PRECISIONS)}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"export folder {out} already exists and is not empty: choose another --out or delete it")
+    spec = str(run_or_spec)
+    loaded = load_for_inference(spec, "fp32")  # checks: a trained classifier, safetensors only, not a recipe
+    model = loaded.model
+    if precision == "bf16":
+        model, _ = prepare_for_precision(model, "bf16")  # the exact cast that was benchmarked and scored
+    stored_dtype = "bfloat16" if precision == "bf16" else "float32"
+    model.config.update({PRECISION_HINT: precision, "kd_studio_exported_from": spec})
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.export-{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(staging)
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    weights = sorted(out.glob("*.safetensors"))
+    return {"out": str(out), "precision": precision, "stored_dtype": stored_dtype,
+            "runtime": "dynamic int8 quantization applied at load time (load_exported)" if precision == "int8"
+            else stored_dtype,
+            "size_mb": round(sum(w.stat().st_size for w in weights) / 1e6, 2),
+            "parameters": models.parameter_count(model), "files": sorted(p.name for p in out.iterdir())}
+
+
+def exported_precision(folder: str | Path) -> str:
+    """The ``kd_studio_precision`` hint of an exported folder (``fp32`` when there is none)."""
+    import json
+
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{folder} is not a model folder (no config.json)")
+    precision = json.loads(config_file.read_text(encoding="utf-8")).get(PRECISION_HINT, "fp32")
+    if precision not in EXPORT_PRECISIONS:
+        raise UserError(f"{config_file}: unknown {PRECISION_HINT} {precision!r}: expected one of "
+                        f"{', '.join(EXPORT_PRECISIONS)}")
+    return precision
+
+
+def load_exported(folder: str | Path):
+    """An exported folder ready to serve at the precision it was exported for (an `inference.InferenceModel`)."""
+    from .inference import load_for_inference
+
+    return load_for_inference(str(folder), exported_precision(folder))
