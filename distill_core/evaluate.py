@@ -269,3 +269,20 @@ def classification_metrics(
             )
         metrics["agreement"] = float(np.mean(reference_preds == preds))
     return metrics
+
+
+def prediction_record(label_names: list[str], texts: list[str], labels, student_logits: np.ndarray,
+                      teacher_logits: np.ndarray | None = None) -> dict:
+    """Per-example predictions and confidences of a student (and its teacher): what Compare browses.
+
+    Written once per finished run (predictions.json), so the dashboard never re-runs a model to show them.
+    """
+    student_probs = softmax_np(student_logits)
+    record = {"version": 1, "label_names": list(label_names), "text": list(texts),
+              "label": [int(x) for x in labels], "student_pred": student_probs.argmax(-1).tolist(),
+              "student_conf": np.round(student_probs.max(-1), 4).tolist()}
+    if teacher_logits is not None:
+        teacher_probs = softmax_np(teacher_logits)
+        record["teacher_pred"] = teacher_probs.argmax(-1).tolist()
+        record["teacher_conf"] = np.round(teacher_probs.max(-1), 4).tolist()
+    return record

@@ -38,6 +38,7 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 STOP_FILE = "STOP"
 LOG_FILE = "worker.log"
+PREDICTIONS_FILE = "predictions.json"  # per-example test predictions of a finished run (Compare)
 MODEL_DIR = "model"
 
 _RUN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")

@@ -437,7 +437,7 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
     """Test metrics of the saved best model, the teacher's, and their agreement -> eval.json."""
     from transformers import AutoModelForSequenceClassification
 
-    from .evaluate import classification_metrics, predict_logits, softmax_np
+    from .evaluate import classification_metrics, predict_logits, prediction_record, softmax_np
 
     test = prepared.data.splits["test"]
     model = AutoModelForSequenceClassification.from_pretrained(runs.model_dir(run_dir), use_safetensors=True)
@@ -448,7 +448,7 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
                             on_progress=lambda d, t: on_event({"kind": "eval_progress", "done": d, "total": t}))
     preds = logits.argmax(-1)
     report: dict[str, Any] = {"split": "test", "label_names": prepared.data.label_names}
-    teacher_preds = None
+    teacher_logits = teacher_preds = None
     if prepared.teacher is not None:
         teacher_logits = teacher_logits_for(prepared, "test", on_event)
         teacher_preds = teacher_logits.argmax(-1)
@@ -460,6 +460,8 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
     report["student"]["spec"] = prepared.config.student
     if teacher_preds is not None:
         report["accuracy_retained"] = report["student"]["accuracy"] / max(report["teacher"]["accuracy"], 1e-12)
+    runs.write_json_atomic(run_dir / runs.PREDICTIONS_FILE, prediction_record(
+        prepared.data.label_names, test["text"], labels, logits, teacher_logits))
     runs.write_json_atomic(runs.eval_path(run_dir), report)
     return report
 
