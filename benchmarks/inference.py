@@ -49,13 +49,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-seconds", type=float, default=0.5,
                         help="fast cells keep repeating until this much timed time (more samples, same cost)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-samples", type=int, default=None,
-                        help="stratified subset of the test split for accuracy (default: all 7,600 rows)")
+    parser.add_argument("--eval-samples", type=int, default=2000,
+                        help="stratified subset of the test split for accuracy, the same rows for every model and "
+                             "precision (0 = all 7,600 rows)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     if args.smoke:
         args.batch_sizes, args.seq_lens, args.repeats, args.warmup, args.min_seconds = [1, 8], [32], 2, 1, 0.0
         args.eval_samples = 64
+    args.eval_samples = args.eval_samples or None
     return args
 
 

@@ -142,12 +142,15 @@ def app_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 browser = pw.chromium.launch(executable_path=shutil.which("chromium") or None, headless=True,
                                              args=["--no-sandbox"])
                 page = browser.new_page()
-                page.goto(f"{url}/playground", timeout=120_000)
-                # Both model cards show a "Prediction" metric once both models are loaded and have predicted.
-                page.wait_for_function(
-                    "() => document.querySelectorAll('[data-testid=\"stMetricLabel\"]').length >= 2",
-                    timeout=args.app_timeout_s * 1000)
-                result["predictions_drawn"] = page.locator('[data-testid="stMetricLabel"]').count()
+                page.goto(url, timeout=120_000)
+                page.locator('[data-testid="stSidebarNav"] a', has_text="Playground").click(timeout=120_000)
+                page.get_by_role("heading", name="Playground", exact=True).wait_for(timeout=120_000)
+                # Each model card shows a "Prediction" metric once that model is loaded and has predicted.
+                page.locator('[data-testid="stMetric"]').nth(1).wait_for(timeout=args.app_timeout_s * 1000)
+                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                                       state="attached", timeout=args.app_timeout_s * 1000)
+                result["predictions_drawn"] = page.locator('[data-testid="stMetric"]').count()
+                result["prediction_cards"] = page.locator('[data-testid="stMetric"]').all_inner_texts()
                 result["seconds_to_both_predictions"] = time.perf_counter() - start
                 time.sleep(2)  # let the script run finish (figures) before reading the peak
                 result["loaded_server"] = _proc_status_mb(server.pid)

@@ -9,6 +9,9 @@ Both step bodies are the real ones, cut into phases with `record_function` label
 Same teacher, same truncate:3 student, same 2,000 stratified training rows. The teacher logits distill_core reads
 from its cache are computed once per example before training; that one-off pass is timed by train_throughput.py.
 
+The teacher pass (and validation) are inference over batches of 128 in dataset order; the script also times the
+teacher pass over --sorted-rows training rows in dataset order and length-sorted, to size what sorting would save.
+
 Padding waste is counted over a whole epoch of each loop's batches (not just the profiled steps): the share of
 the token positions fed to the model that are padding.
 
@@ -40,11 +43,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--top", type=int, default=12, help="ops listed per loop")
+    parser.add_argument("--sorted-rows", type=int, default=768,
+                        help="rows of the teacher pass timed in dataset order and length-sorted")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     if args.smoke:
-        args.steps, args.warmup, args.train_samples = 2, 1, 256
+        args.steps, args.warmup, args.train_samples, args.sorted_rows = 2, 1, 256, 64
     args.name = args.name or ("profile_train_smoke" if args.smoke else "profile_train")
     return args
 
@@ -90,6 +95,7 @@ def main() -> int:
     from distill_core import models
     from distill_core.config import DataConfig
     from distill_core.data import Collator, LengthGroupedBatchSampler, load_data, tokenize_splits
+    from distill_core.evaluate import predict_logits
     from distill_core.losses import distillation_loss
 
     torch.set_num_threads(args.threads)
@@ -114,14 +120,32 @@ def main() -> int:
     valid_lengths = [len(x) for x in tokenized["validation"]["input_ids"]]
     valid_fed = sum(max(valid_lengths[i:i + 128]) * len(valid_lengths[i:i + 128])
                     for i in range(0, len(valid_lengths), 128))
+    sorted_valid = sorted(valid_lengths)
+    sorted_valid_fed = sum(max(sorted_valid[i:i + 128]) * len(sorted_valid[i:i + 128])
+                           for i in range(0, len(sorted_valid), 128))
+    teacher_fed = sum(max(lengths[i:i + 128]) * len(lengths[i:i + 128]) for i in range(0, len(lengths), 128))
     result["tokens"] = {
         "train_rows": len(lengths), "mean_tokens": float(np.mean(lengths)), "p95_tokens": float(np.percentile(
             lengths, 95)), "max_tokens": int(max(lengths)), "truncated_at_150": int(sum(n >= 150 for n in lengths)),
         "seed_padding_waste": 1 - seed_real / seed_fed,
         "distill_core_padding_waste": 1 - seed_real / core_fed,
         "distill_core_valid_padding_waste": 1 - sum(valid_lengths) / valid_fed,
+        "distill_core_valid_padding_waste_if_sorted": 1 - sum(valid_lengths) / sorted_valid_fed,
+        "distill_core_teacher_pass_padding_waste": 1 - seed_real / teacher_fed,
         "seed_tokens_per_epoch": seed_fed, "distill_core_tokens_per_epoch": core_fed,
     }
+
+    # ---- inference passes (teacher logits, validation): dataset order (as distill_core runs them) vs sorted
+    print("[profile] teacher pass, dataset order vs length-sorted ...", file=sys.stderr, flush=True)
+    subset = train_rows.select(range(min(args.sorted_rows, len(train_rows))))
+    order = np.argsort([len(x) for x in subset["input_ids"]], kind="stable")
+    timings = {}
+    for label, rows in (("dataset_order", subset), ("length_sorted", subset.select(order.tolist()))):
+        start = time.perf_counter()
+        predict_logits(teacher, rows, Collator(tokenizer), batch_size=128)
+        timings[label] = time.perf_counter() - start
+    result["teacher_pass_experiment"] = {"rows": len(subset), "batch_size": 128, "seconds": timings,
+                                         "speedup_if_sorted": timings["dataset_order"] / timings["length_sorted"]}
 
     # ---- the seed loop's step
     torch.manual_seed(42)

@@ -168,6 +168,15 @@ def section_profile(p: dict, train: dict | None) -> str:
                f"{p['step_time_ratio']:.1f}x slower. Phase times are inclusive wall times of `record_function` "
                "ranges (the seed's teacher forward and its extra accuracy forward are pure waste: the first is "
                "cached by distill_core, the second is replaced by the training forward's own logits).\n")
+    exp = p.get("teacher_pass_experiment")
+    if exp:
+        out.append(f"distill_core's inference passes (the one-off teacher pass and each epoch's validation) run "
+                   f"batches of {exp['batch_size']} in dataset order, padded to the longest row of each batch: "
+                   f"{pct(t['distill_core_teacher_pass_padding_waste'])} of the teacher pass's token positions and "
+                   f"{pct(t['distill_core_valid_padding_waste'])} of validation's are padding (length-sorted: "
+                   f"{pct(t['distill_core_valid_padding_waste_if_sorted'])}). Timed on {exp['rows']:,} training rows, "
+                   f"the teacher pass takes {exp['seconds']['dataset_order']:.1f} s in dataset order and "
+                   f"{exp['seconds']['length_sorted']:.1f} s length-sorted ({exp['speedup_if_sorted']:.2f}x).\n")
     if train and train["runs"].get("distill_core", {}).get("teacher_seconds") is not None:
         core_run = train["runs"]["distill_core"]
         out.append(f"distill_core pays for the teacher once: {core_run['teacher_seconds']:.1f} s for "
