@@ -18,7 +18,7 @@ def render_sidebar(root: Path) -> None:
     """Where runs are kept, whether the Hub answers, and what works offline: the same on every page."""
     with st.sidebar:
         st.caption("Runs folder")
-        st.code(root.name if app_support.is_hosted() else str(root), language=None)
+        st.code(root.name if app_support.is_hosted() else str(root), language=None, wrap_lines=True)
         if hub.hub_reachable():
             st.markdown(":green[:material/cloud_done:] Hugging Face Hub reachable")
         else:

@@ -87,7 +87,10 @@ st.title("Train")
 st.caption("Distil a fine-tuned teacher into a small student with loss = α·CE(labels) + (1 − α)·T²·KL(teacher ‖ "
            "student). Runs execute in a background worker: reloading the page or closing the tab does not stop them.")
 
-with st.expander("Configure a new run", expanded=not st.query_params.get("run"), icon=":material/tune:"):
+if st.session_state.pop("t_collapse", False):  # a run was just started: make room for its live panel
+    st.session_state["t_config_open"] = False
+with st.expander("Configure a new run", expanded=not st.query_params.get("run"), icon=":material/tune:",
+                 key="t_config_open", on_change="rerun"):
     st.selectbox("Preset", ["Offline quick start", "Seed recipe", "Custom"], key="t_preset", on_change=apply_preset,
                  help="Offline quick start: fine-tune the bundled MiniLM on 400 AG News rows, then distil it into "
                       "3 of its layers (a few minutes on CPU). Seed recipe: the original article's setup (needs "
@@ -249,6 +252,7 @@ with st.expander("Configure a new run", expanded=not st.query_params.get("run"),
             st.error(str(exc), icon=":material/error:")
         else:
             st.session_state["t_follow"] = started
+            st.session_state["t_collapse"] = True
             del st.session_state["t_name"]  # a fresh default name for the next run
             st.rerun()
 
