@@ -8,7 +8,8 @@ store; this module keeps no state that a restarted UI would need.
 Concurrency: at most ``$KD_MAX_JOBS`` (default 1: training saturates a small machine) runs are live at once.
 Runs over the cap stay ``queued`` with ``waiting: true``; :func:`start_queued`, called by the UI on each poll
 and by a worker when it finishes, starts the oldest of them as slots free up. Starting happens under a lock
-on the runs root, so concurrent polls from several browser tabs never start one run twice.
+on the runs root, so concurrent polls from several browser tabs never start one run twice. In hosted mode every
+visitor's runs folder shares one cap and one lock at the store's root (hosting.scheduler_scope).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from distill_core import runs
+from distill_core import hosting, runs
 from distill_core.errors import UserError
 
 DEFAULT_MAX_JOBS = 1
@@ -64,8 +65,14 @@ def _status_alive(status: dict) -> bool:
 
 
 def active_jobs(root: Path) -> int:
-    """Runs under ``root`` that are queued or running with a live worker process."""
-    return sum(1 for run_dir in runs.iter_run_dirs(root) if _status_alive(runs.read_status(run_dir)))
+    """Runs queued or running with a live worker process under ``root`` and the folders sharing its cap."""
+    _, roots = hosting.scheduler_scope(root)
+    return sum(1 for folder in roots for run_dir in runs.iter_run_dirs(folder)
+               if _status_alive(runs.read_status(run_dir)))
+
+
+def _scheduler_lock(root: Path) -> Path:
+    return hosting.scheduler_scope(root)[0] / _SCHEDULER_LOCK
 
 
 def default_worker_argv(run_dir: Path) -> list[str]:
@@ -117,7 +124,7 @@ def start_job(
     run_dir = Path(run_dir).resolve()
     root = run_dir.parent
     cap = max_concurrent if max_concurrent is not None else max_jobs()
-    with runs.file_lock(root / _SCHEDULER_LOCK):
+    with runs.file_lock(_scheduler_lock(root)):
         status = runs.read_status(run_dir)
         state = status.get("state")
         if state == "unknown":
@@ -147,16 +154,16 @@ def start_queued(
     root = Path(root).resolve()
     cap = max_concurrent if max_concurrent is not None else max_jobs()
     started: list[int] = []
-    with runs.file_lock(root / _SCHEDULER_LOCK):
+    with runs.file_lock(_scheduler_lock(root)):
         free = cap - active_jobs(root)
         if free <= 0:
             return started
         waiting = []
-        for run_dir in runs.iter_run_dirs(root):
+        for run_dir in (d for folder in hosting.scheduler_scope(root)[1] for d in runs.iter_run_dirs(folder)):
             status = runs.read_status(run_dir)
             if status.get("state") == "queued" and status.get("waiting") and not status.get("pid"):
                 created = status.get("created_at")
-                waiting.append((created if isinstance(created, (int, float)) else 0.0, run_dir.name, run_dir))
+                waiting.append((created if isinstance(created, (int, float)) else 0.0, str(run_dir), run_dir))
         for _, _, run_dir in sorted(waiting)[:free]:
             if runs.stop_requested(run_dir):
                 continue
@@ -183,7 +190,7 @@ def stop_job(run_dir: Path) -> bool:
     Returns False if there was nothing to stop (the run had already ended).
     """
     run_dir = Path(run_dir).resolve()
-    with runs.file_lock(run_dir.parent / _SCHEDULER_LOCK):  # so the scheduler cannot start it meanwhile
+    with runs.file_lock(_scheduler_lock(run_dir.parent)):  # so the scheduler cannot start it meanwhile
         status = runs.read_status(run_dir)
         state = status.get("state")
         if state not in runs.LIVE_STATES:
