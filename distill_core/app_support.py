@@ -17,9 +17,10 @@ import os
 import re
 import struct
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from . import jobs, runs
 from .config import DataConfig, TrainConfig, config_to_dict
@@ -29,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 UPLOAD_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 DEFAULT_MAX_UPLOAD_MB = 50
-PREDICTIONS_FILE = "predictions.json"
+PREDICTIONS_FILE = runs.PREDICTIONS_FILE  # written by the worker at the end of a run (evaluate.prediction_record)
 BENCH_FILE = "bench.json"          # rows of the Benchmark page for a run's student (hub.push_run reads it too)
 AFTER_RUN_KEY = "after_run"        # TrainConfig.extra key: this run waits for that run (its teacher) to finish
 
@@ -415,7 +416,7 @@ def estimate_seconds(config: TrainConfig, sizes: tuple[int, int, int]) -> float:
 def format_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
-    seconds = max(int(round(seconds)), 0)
+    seconds = max(round(seconds), 0)
     if seconds < 60:
         return f"{seconds} s"
     if seconds < 3600:
@@ -722,16 +723,15 @@ def _cached_teacher_logits(spec: str, ids: list[str], max_length: int):
 
 
 def run_predictions(run_dir: Path) -> dict[str, Any]:
-    """Per-example test predictions of a run's student (and its teacher), cached in the run's predictions.json.
+    """Per-example test predictions of a run's student (and its teacher), from the run's predictions.json.
 
-    Costs one student pass over the test split; teacher logits come from the training run's cache when they
-    are there. The file is written once (through runs.write_json_atomic) and read on later calls.
+    Runs finished by a current worker already have the file; for older runs it is computed once here (one
+    student pass over the test split; teacher logits from the training run's cache when they are there) and
+    written to the run folder through runs.write_json_atomic.
     """
-    import numpy as np
-
     from .config import train_config_from_dict
     from .data import load_data
-    from .evaluate import softmax_np
+    from .evaluate import prediction_record
 
     run_dir = Path(run_dir)
     cached = runs.read_json(run_dir / PREDICTIONS_FILE)
@@ -743,20 +743,14 @@ def run_predictions(run_dir: Path) -> dict[str, Any]:
     data = load_data(config.data, config.seed)
     test = data.splits["test"]
     student_logits = _predict(str(run_dir), data, config.data, data.label_names)
-    result: dict[str, Any] = {"version": 1, "label_names": data.label_names, "text": list(test["text"]),
-                              "label": [int(x) for x in test["label"]]}
-    student_probs = softmax_np(student_logits)
-    result["student_pred"] = student_probs.argmax(-1).tolist()
-    result["student_conf"] = np.round(student_probs.max(-1), 4).tolist()
+    teacher_logits = None
     if config.mode == "distill" and config.teacher:
         teacher_logits = _cached_teacher_logits(config.teacher, list(test["example_id"]), config.data.max_length)
         if teacher_logits is None:
             teacher_logits = _predict(config.teacher, data, config.data, data.label_names)
-        teacher_probs = softmax_np(teacher_logits)
-        result["teacher_pred"] = teacher_probs.argmax(-1).tolist()
-        result["teacher_conf"] = np.round(teacher_probs.max(-1), 4).tolist()
-    runs.write_json_atomic(run_dir / PREDICTIONS_FILE, result)
-    return result
+    record = prediction_record(data.label_names, test["text"], test["label"], student_logits, teacher_logits)
+    runs.write_json_atomic(run_dir / PREDICTIONS_FILE, record)
+    return record
 
 
 def disagreements(predictions: dict[str, Any], *, only_wrong_student: bool = False) -> list[dict[str, Any]]:
@@ -801,11 +795,6 @@ def default_pair(root: Path, available: Iterable[str]) -> list[str]:
         if run.get("mode") == "distill":
             return [spec for spec in (run.get("teacher"), run["path"]) if spec in available]
     return available[:1]
-
-
-def teacher_of(spec: str, root: Path) -> bool:
-    """Whether ``spec`` is the teacher of some finished run (used to pick a default baseline)."""
-    return any(run.get("teacher") == spec for run in finished_runs(root))
 
 
 def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path]) -> None:
@@ -900,8 +889,8 @@ def sample_texts(source: str, n: int = 8, seed: int = 0, text_column: str = "tex
 
 def softened(logits: Sequence[float], temperature: float) -> list[float]:
     """softmax(z / T): the distribution a student learns from at temperature T."""
-    from .evaluate import softmax_np
-
     import numpy as np
+
+    from .evaluate import softmax_np
 
     return softmax_np(np.asarray(logits, dtype=np.float64)[None, :], temperature)[0].tolist()

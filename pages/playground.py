@@ -41,7 +41,8 @@ if not catalog:
 
 c1, c2 = st.columns([3, 1])
 specs = c1.multiselect("Models", list(catalog), default=app.default_pair(ROOT, catalog), key="p_models",
-                       format_func=catalog.get, help="Trained classifiers: finished runs, their teachers, local models.")
+                       format_func=catalog.get,
+                       help="Trained classifiers: finished runs, their teachers, local models.")
 precision = c2.segmented_control("Precision", ["fp32", "bf16", "int8"], default="fp32", key="p_precision",
                                  required=True)
 

@@ -79,7 +79,7 @@ def spec_picker(label: str, key: str, choices: dict[str, str], hub_default_key: 
     return st.text_input("Hub model id", key=hub_default_key, placeholder="org/name").strip()
 
 
-def optional(value: int | float) -> int | float | None:
+def optional(value: float) -> float | None:
     return value if value else None
 
 
@@ -296,7 +296,6 @@ def live_panel(name: str, was_live: bool) -> None:
         st.progress(view.progress, text=f"step {view.step} / {view.total_steps}{eta}")
     elif state == "running":
         st.progress(0.0, text="preparing: loading data and models, computing teacher logits…")
-    last_epoch = view.epoch_rows[-1] if view.epoch_rows else {}
     last_step = view.step_rows[-1] if view.step_rows else {}
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Epochs done", f"{len(view.epoch_rows)} / {view.config.get('epochs', '?')}")
@@ -308,10 +307,9 @@ def live_panel(name: str, was_live: bool) -> None:
     chart_loss.plotly_chart(figures.loss_curves(view.step_rows), key="live_loss")
     chart_accuracy.plotly_chart(figures.accuracy_curves(view.epoch_rows), key="live_accuracy")
 
-    if state in runs.LIVE_STATES:
-        if st.button("Stop run", icon=":material/stop:", key="live_stop"):
-            jobs.stop_job(run_dir)
-            st.toast(f"Stopping {name}…")
+    if state in runs.LIVE_STATES and st.button("Stop run", icon=":material/stop:", key="live_stop"):
+        jobs.stop_job(run_dir)
+        st.toast(f"Stopping {name}…")
     if view.evaluation:
         student = view.evaluation.get("student") or {}
         teacher = view.evaluation.get("teacher") or {}
