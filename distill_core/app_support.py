@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import jobs, runs
+from . import hosting, jobs, runs
 from .config import DataConfig, TrainConfig, config_to_dict
 from .errors import UserError
 
@@ -132,8 +132,19 @@ def _has_train_file(folder: Path) -> bool:
     return any(p.stem == "train" and p.suffix.lower() in DATA_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
-def local_datasets() -> list[LocalDataset]:
-    """Datasets in the allowed folders (folders with a train file, loose data files) and earlier uploads."""
+def uploads_for(root: Path) -> Path:
+    """The uploads folder of a runs folder: uploads_dir(), or a hosted visitor's own ``uploads/visitors/<id>``."""
+    visitor = hosting.visitor_of(Path(root))
+    if visitor is None:
+        return uploads_dir()
+    folder = uploads_dir() / hosting.VISITORS_DIR / visitor
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def local_datasets(uploads: Path | None = None) -> list[LocalDataset]:
+    """Datasets in the allowed folders (folders with a train file, loose data files) and earlier uploads
+    (those in ``uploads``, default uploads_dir())."""
     found: list[LocalDataset] = []
     for root in data_roots():
         try:
@@ -151,7 +162,7 @@ def local_datasets() -> list[LocalDataset]:
             except OSError:
                 continue
     try:
-        for upload in sorted(uploads_dir().iterdir()):
+        for upload in sorted((uploads or uploads_dir()).iterdir()):
             if upload.is_file() and upload.suffix.lower() in UPLOAD_SUFFIXES:
                 found.append(LocalDataset(f"{upload.name}  (uploaded)", str(upload), "upload"))
     except OSError:
@@ -164,8 +175,9 @@ def _short(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
-def save_upload(filename: str, content: bytes) -> Path:
-    """Keep an uploaded data file under uploads_dir(); refuses other types and files over the size cap."""
+def save_upload(filename: str, content: bytes, folder: Path | None = None) -> Path:
+    """Keep an uploaded data file in ``folder`` (default uploads_dir()); refuses other types and files over the
+    size cap."""
     suffix = Path(filename).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise UserError(f"{filename!r}: unsupported file type {suffix or '(none)'!r}: upload .csv, .jsonl, .json "
@@ -178,7 +190,7 @@ def save_upload(filename: str, content: bytes) -> Path:
         raise UserError(f"{filename!r} is empty: it needs a header row and at least one data row")
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(filename).stem).strip("-")[:40] or "data"
     # The content hash makes names unique and an identical re-upload idempotent.
-    target = uploads_dir() / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}{suffix}"
+    target = (folder or uploads_dir()) / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}{suffix}"
     if not target.exists():
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(content)
@@ -465,8 +477,32 @@ def check_config(config: TrainConfig) -> dict[str, Any]:
         hub.require_hub(f"dataset {config.data.source}")
         return {"data": f"hub:{config.data.source}"}
     loaded = load_data(config.data, config.seed)
+    _check_models_fit(config, loaded.label_names)
     return {"data": loaded.description, "label_names": loaded.label_names,
             "split_sizes": {name: len(split) for name, split in loaded.splits.items()}}
+
+
+def _check_models_fit(config: TrainConfig, label_names: list[str]) -> None:
+    """What the worker would refuse only after the run exists, refused before: a max length above a local
+    model's position limit, and a trained classifier whose number of classes differs from the data's."""
+    for role, spec in (("teacher", config.teacher), ("student", config.student)):
+        model_config = _read_model_config(spec) if spec else None  # local and bundled specs; None otherwise
+        if not model_config:
+            continue
+        limit = model_config.get("max_position_embeddings")
+        if isinstance(limit, int) and config.data.max_length > limit:
+            raise UserError(f"max_length={config.data.max_length} exceeds what {role} {spec_label(spec)!r} supports "
+                            f"({limit} positions): use at most {limit}")
+        id2label = model_config.get("id2label")
+        classifier = any(str(a).endswith("ForSequenceClassification") for a in model_config.get("architectures") or [])
+        if classifier and isinstance(id2label, dict) and len(id2label) != len(label_names):
+            raise UserError(f"{role} {spec_label(spec)!r} predicts {len(id2label)} classes but the data has "
+                            f"{len(label_names)} ({', '.join(label_names)}): use a model fine-tuned on this data")
+
+
+def allowed_data_folders(root: Path) -> list[Path]:
+    """Where a run in ``root`` may read data in hosted mode: the configured data folders and its uploads."""
+    return [*data_roots(), uploads_for(root)]
 
 
 def _check_truncation(student: str, teacher: str | None) -> None:
@@ -489,6 +525,8 @@ def run_record(config: TrainConfig, **provenance: Any) -> dict[str, Any]:
 
 def start_run(root: Path, name: str, config: TrainConfig, *, check: bool = True) -> Path:
     """Check a config, create the run in the store and start (or queue) its worker; returns the run folder."""
+    hosting.check_train_config(config, root, allowed_data_folders(root))  # hosted mode: no server paths
+    hosting.check_new_runs(root)
     facts = check_config(config) if check else {}
     run_dir = runs.create_run(root, runs.sanitize_run_name(name), run_record(config, **facts))
     jobs.start_job(run_dir)
@@ -518,6 +556,9 @@ def start_pipeline(root: Path, name: str, teacher_config: TrainConfig, distill_c
     for run_name in (name, teacher_name):
         if (root / run_name).exists():
             raise UserError(f"run {run_name!r} already exists: choose another name")
+    hosting.check_train_config(teacher_config, root, allowed_data_folders(root))  # hosted mode: no server paths
+    hosting.check_train_config(distill_config, root, allowed_data_folders(root))
+    hosting.check_new_runs(root, count=2)
     facts = check_config(teacher_config)
     _check_truncation(distill_config.student, teacher_config.student)
     teacher_dir = root / teacher_name
