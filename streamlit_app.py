@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from distill_core import app_support, hub, runs
+from distill_core import app_support, hosting, hub, runs
 from distill_core.errors import UserError
 
 HERE = Path(__file__).parent
@@ -17,6 +17,7 @@ HERE = Path(__file__).parent
 def render_sidebar(root: Path) -> None:
     """Where runs are kept, whether the Hub answers, and what works offline: the same on every page."""
     with st.sidebar:
+        st.markdown("**KD Studio** · distil big text classifiers into small, fast ones")
         st.caption("Runs folder")
         st.code(root.name if app_support.is_hosted() else str(root), language=None, wrap_lines=True)
         if hub.hub_reachable():
@@ -24,7 +25,7 @@ def render_sidebar(root: Path) -> None:
         else:
             st.markdown(":orange[:material/cloud_off:] **Offline mode**: the Hub cannot be reached; "
                         "use local data and bundled or trained models.")
-        datasets = app_support.local_datasets()
+        datasets = app_support.local_datasets(app_support.uploads_for(root))
         bundled = app_support.bundled_specs()
         extra = app_support.extra_model_specs()
         with st.expander(f"Available offline: {len(datasets)} datasets, {len(bundled) + len(extra)} models"):
@@ -46,7 +47,7 @@ pages = [
     st.Page(HERE / "pages" / "playground.py", title="Playground", icon=":material/chat:"),
 ]
 page = st.navigation(pages)
-runs_root = runs.runs_root()
+runs_root = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's folder
 try:
     app_support.poll(runs_root)  # each visit also starts waiting runs and next pipeline stages
 except UserError as exc:

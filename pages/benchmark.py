@@ -6,17 +6,17 @@ import os
 import streamlit as st
 
 from distill_core import app_support as app
-from distill_core import figures, hub, inference, runs
+from distill_core import figures, hosting, hub, inference
 from distill_core.errors import UserError
 
-ROOT = runs.runs_root()
+ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 MAX_CELLS = 48  # measured in the page's own process: keep a run of the page under a minute or two
 
 st.title("Benchmark")
 st.caption("Latency and throughput on this server's CPU with synthetic inputs of exactly batch × length tokens: "
            "warm-up passes first, then the median (p50) and p95 of repeated timed passes.")
 
-catalog = app.model_catalog(ROOT, include_bundled=True, hub_ok=hub.hub_reachable())
+catalog = hosting.with_gallery(lambda r: app.model_catalog(r, include_bundled=True, hub_ok=hub.hub_reachable()), ROOT)
 if not catalog:
     st.info("No models to measure yet: finish a run on the Train page.", icon=":material/info:")
     st.stop()

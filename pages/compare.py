@@ -5,15 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from distill_core import app_support as app
-from distill_core import figures, runs
+from distill_core import figures, hosting, runs
 from distill_core.errors import UserError
 
-ROOT = runs.runs_root()
+ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 PERCENT = {"format": "percent"}
 
 st.title("Compare")
 st.caption("Teacher and students on the same test split: how much smaller and faster, and how much accuracy "
            "and agreement with the teacher they keep.")
+if hosting.is_hosted():  # the public demo: a visitor's own runs, or the gallery an operator shared with everyone
+    store = st.segmented_control("Runs", ["Yours", "Gallery"], default="Yours", key="c_store", required=True)
+    ROOT = hosting.gallery_root(hosting.store_base(ROOT)) if store == "Gallery" else ROOT
 
 finished = {r["id"]: r for r in app.finished_runs(ROOT)}
 if not finished:

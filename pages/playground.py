@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from distill_core import app_support as app
-from distill_core import figures, hub, inference, runs
+from distill_core import figures, hosting, hub, inference
 from distill_core.errors import UserError
 
-ROOT = runs.runs_root()
+ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -32,7 +32,7 @@ def use_sample() -> None:
 st.title("Playground")
 st.caption("Type a text and compare what teacher and students predict, how sure they are and how long they take.")
 
-catalog = app.model_catalog(ROOT, include_bundled=False, hub_ok=hub.hub_reachable())
+catalog = hosting.with_gallery(lambda r: app.model_catalog(r, include_bundled=False, hub_ok=hub.hub_reachable()), ROOT)
 if not catalog:
     st.info("No trained models yet: finish a run on the Train page (the Offline quick start takes a few minutes).",
             icon=":material/info:")
@@ -47,7 +47,8 @@ precision = c2.segmented_control("Precision", ["fp32", "bf16", "int8"], default=
                                  required=True)
 
 # Sample headlines from the test split of the data the newest run used (or a local AG News copy).
-sources = [r.get("data_source") for r in app.finished_runs(ROOT)] + [d.path for d in app.local_datasets()]
+sources = ([r.get("data_source") for r in app.finished_runs(ROOT)]
+           + [d.path for d in app.local_datasets(app.uploads_for(ROOT))])
 samples = next((found for source in dict.fromkeys(filter(None, sources)) if (found := sample_headlines(source))), [])
 if samples:
     st.selectbox("Sample from the test split", samples, index=None, key="p_sample", on_change=use_sample,

@@ -4,18 +4,19 @@ from __future__ import annotations
 import streamlit as st
 
 from distill_core import app_support as app
-from distill_core import figures, hub, jobs, models, runs
+from distill_core import figures, hosting, hub, jobs, models, runs
 from distill_core.config import DataConfig, TrainConfig
 from distill_core.errors import UserError
 
-ROOT = runs.runs_root()
+ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
+UPLOADS = app.uploads_for(ROOT)
 ONLINE = hub.hub_reachable()
 HELP = app.FIELD_HELP
 SOURCE_KINDS = ["Local dataset", "Upload a file", "Hugging Face Hub"]
 MODES = {"distill": "Distil from a fine-tuned teacher", "pipeline": "Fine-tune a teacher first, then distil"}
 STUDENT_KINDS = ["Truncate the teacher", "Fresh small BERT", "Google compact BERT", "Other model spec"]
 HUB_OPTION = "__hub__"
-DATASETS = {d.path: d.label for d in app.local_datasets()}
+DATASETS = {d.path: d.label for d in app.local_datasets(UPLOADS)}
 AG_NEWS = next((path for path, label in DATASETS.items() if label.startswith("ag_news")), None)
 
 # Widget values of each preset (keys are widget keys). Fields a preset leaves out keep their current value.
@@ -119,7 +120,7 @@ with st.expander("Configure a new run", expanded=not st.query_params.get("run"),
                                   key="t_upload", max_upload_size=cap)
         if upload is not None:
             try:
-                source = str(app.save_upload(upload.name, upload.getvalue()))
+                source = str(app.save_upload(upload.name, upload.getvalue(), UPLOADS))
                 st.caption(f"Saved as {source.rsplit('/', 1)[-1]}; it is listed under Local dataset from now on.")
             except UserError as exc:
                 st.error(str(exc))
@@ -138,13 +139,14 @@ with st.expander("Configure a new run", expanded=not st.query_params.get("run"),
     col_teacher, col_student = st.columns(2)
     with col_teacher:
         if mode == "distill":
-            teachers = app.model_choices(ROOT, include_bundled=False, trained_only=True)
+            teachers = hosting.with_gallery(lambda r: app.model_choices(r, include_bundled=False, trained_only=True),
+                                            ROOT)
             teacher = spec_picker("Teacher", "t_teacher", teachers, "t_teacher_hub",
                                   "A fine-tuned classifier: a finished run, a local model folder or a Hub id.")
             base = None
         else:
             bases = {**{s: f"{s} (base model)" for s in app.bundled_specs()},
-                     **app.model_choices(ROOT, include_bundled=False)}
+                     **hosting.with_gallery(lambda r: app.model_choices(r, include_bundled=False), ROOT)}
             base = spec_picker("Teacher base model (fine-tuned first)", "t_base", bases, "t_base_hub",
                                "Fine-tuned on the labels into the teacher, which is then distilled.")
             teacher = base
@@ -329,6 +331,11 @@ names = [r["id"] for r in all_runs]
 if "t_follow" in st.session_state:  # a run just started (or a pipeline moved on): show it
     st.query_params["run"] = st.session_state.pop("t_follow")
 wanted = st.query_params.get("run")
+if not wanted and "run" not in st.session_state:
+    # A fresh visit with nothing in the address: show the newest run that is still going, if any.
+    wanted = next((r["id"] for r in all_runs if r["state"] in runs.LIVE_STATES), None)
+    if wanted:
+        st.query_params["run"] = wanted
 if not names:
     st.info("No runs yet: configure one above and press Start.", icon=":material/info:")
 else:
