@@ -8,6 +8,7 @@ rename, fsync of the folder), so a run killed at any moment leaves files that lo
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -100,6 +101,23 @@ def metrics_path(run_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------- low-level I/O
+class WriteError(OSError):
+    """A write to a run folder failed (disk full, a file size limit, permissions); ``filename`` says where."""
+
+
+def write_error(exc: BaseException, path: Path) -> WriteError:
+    """A WriteError naming ``path`` for a failed write, with the errno of ``exc`` where one can be found.
+
+    safetensors reports I/O failures as "... (os error 28)" text and torch.save as a RuntimeError, neither with
+    a path; the run's status should still say plainly what could not be written and why.
+    """
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if code is None and (found := re.search(r"os error (\d+)", str(exc))):
+        code = int(found[1])
+    reason = os.strerror(code) if code else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return WriteError(code or errno.EIO, reason, str(path))
+
+
 def _refuse_tokens(text: str, where: Path) -> None:
     """Last line of defence against persisting a Hugging Face token.
 
@@ -136,9 +154,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise write_error(exc, path) from exc
         raise
     _fsync_dir(path.parent)
 
@@ -234,6 +254,8 @@ def append_metric(run_dir: Path, row: dict) -> None:
         while view:  # os.write may write less than asked
             view = view[os.write(fd, view):]
         os.fsync(fd)
+    except OSError as exc:
+        raise write_error(exc, path) from exc
     finally:
         os.close(fd)
 

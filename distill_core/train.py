@@ -10,6 +10,7 @@ Only the main process writes to the run store. Progress leaves as events (`on_ev
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -198,6 +199,20 @@ def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int):
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
+@contextlib.contextmanager
+def _writing(target: Path, staging: Path):
+    """A failure while writing ``target`` through ``staging`` becomes a runs.WriteError naming ``target``, and the
+    half-written staging folder goes: its partial files would keep a full disk full, so that not even the
+    'failed' status could be written."""
+    import shutil
+
+    try:
+        yield
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise runs.write_error(exc, target) from exc
+
+
 def _save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
     """Save to model.tmp and swap in, so a kill mid-save never leaves a half-written model/."""
     import shutil
@@ -205,8 +220,9 @@ def _save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
     target = runs.model_dir(run_dir)
     staging = target.with_name("model.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
+    with _writing(target, staging):
+        accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
     old = target.with_name("model.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -238,8 +254,9 @@ def _save_checkpoint(accelerator, run_dir: Path, state: dict[str, Any]) -> None:
     target = run_dir / CHECKPOINT_DIR
     staging = run_dir / f"{CHECKPOINT_DIR}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    accelerator.save_state(str(staging))
-    runs.write_json_atomic(staging / TRAINER_STATE, state)
+    with _writing(target, staging):
+        accelerator.save_state(str(staging))
+        runs.write_json_atomic(staging / TRAINER_STATE, state)
     old = run_dir / f"{CHECKPOINT_DIR}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -485,7 +502,8 @@ def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: Ev
     except OSError as exc:
         if is_main:  # disk full, permissions: say so plainly; the run's metrics so far stay readable
             try:
-                runs.set_status(run_dir, "failed", error=f"could not write: {exc.strerror or exc}")
+                where = f" {exc.filename}" if exc.filename else ""
+                runs.set_status(run_dir, "failed", error=f"could not write{where}: {exc.strerror or exc}")
             except OSError:
                 pass
         raise
