@@ -253,6 +253,13 @@ def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
     except UserError as exc:
         runs.set_status(run_dir, "failed", error=str(exc))
         raise
+    except Exception as exc:
+        # execute() has recorded failures of training itself; this catches the rest (e.g. a model that fails to
+        # load with an unexpected error), which would otherwise read as 'interrupted' once this process is gone.
+        if runs.read_status(run_dir).get("state") not in runs.TERMINAL_STATES:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {first_line}")
+        raise
     finally:
         try:
             jobs.start_queued(run_dir.parent)  # hand the freed slot to the next queued run
