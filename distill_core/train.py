@@ -326,6 +326,9 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, valid_loader, scheduler)
     alpha = config.alpha if prepared.teacher is not None else 1.0
+    # Teacher logits are computed only on a cache miss, and iterating their DataLoader draws from torch's RNG:
+    # seed again here, so dropout (and all that follows) is the same whether the cache was cold or warm.
+    set_seed(config.seed)
 
     best_accuracy, epochs_without_improvement, global_step, epochs_done = -1.0, 0, 0, 0
     if resume:
