@@ -209,7 +209,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     root, name = out.parent, out.name
     name = runs.sanitize_run_name(name)
     existing_config = getattr(args, "config", None) and Path(args.config).resolve().parent == out.resolve()
-    if out.exists() and not existing_config and any(out.iterdir()):
+    # A file there (not only a non-empty folder) is refused: iterdir() on a file raised NotADirectoryError.
+    if out.exists() and not existing_config and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"run folder {out} already exists: choose another --out or delete it")
     progress = ProgressPrinter(getattr(args, "quiet", False))
     accelerator = make_accelerator(getattr(args, "mixed_precision", None))
