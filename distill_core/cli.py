@@ -206,6 +206,9 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         out = Path(args.out)
     config.validate()
     out = Path(out)
+    if getattr(args, "out", None) and ".." in Path(args.out).parts:
+        # runs/../../etc/x would write wherever the '..' lead; the name check alone sees only the last part.
+        raise UserError(f"--out {args.out!r} contains '..': give the run folder as runs/NAME or an absolute path")
     root, name = out.parent, out.name
     name = runs.sanitize_run_name(name)
     existing_config = getattr(args, "config", None) and Path(args.config).resolve().parent == out.resolve()
