@@ -928,6 +928,20 @@ def sample_texts(source: str, n: int = 8, seed: int = 0, text_column: str = "tex
     return [t for t in frame["_text"].head(n).tolist() if t.strip()]
 
 
+# One text at a time gains little from a second thread, and when a training worker shares the CPU, OpenMP threads
+# waiting for each other turned a ~20 ms MiniLM prediction into 3 s (p50, 2 threads) against 0.3 s with one.
+INTERACTIVE_THREADS = 1
+
+
+def predict_interactive(loaded, texts: Sequence[str]) -> dict[str, Any]:
+    """inference.predict_texts for the Playground: one torch thread while it runs (see INTERACTIVE_THREADS)."""
+    from .bench import _num_threads
+    from .inference import predict_texts
+
+    with _num_threads(INTERACTIVE_THREADS):
+        return predict_texts(loaded, texts)
+
+
 def softened(logits: Sequence[float], temperature: float) -> list[float]:
     """softmax(z / T): the distribution a student learns from at temperature T."""
     import numpy as np

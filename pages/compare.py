@@ -9,7 +9,7 @@ from distill_core import figures, hosting, runs
 from distill_core.errors import UserError
 
 ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
-PERCENT = {"format": "percent"}
+PERCENT = {"format": "%.1f%%"}  # values are shown x100: one decimal for every model
 
 st.title("Compare")
 st.caption("Teacher and students on the same test split: how much smaller and faster, and how much accuracy "
@@ -35,9 +35,14 @@ if not selected:
 
 # ---- summary table
 rows = app.comparison_rows(ROOT, selected)
+PERCENT_KEYS = ("test_accuracy", "macro_f1", "agreement")
+shown = [{k: (v * 100 if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()} for row in rows]
+columns = ["model", "role", "spec", "parameters", "size_mb", "test_accuracy", "macro_f1", "agreement", "ece",
+           "latency_ms_b1", "n_test"]
+if all(r.get("latency_ms_b1") is None for r in rows):
+    columns.remove("latency_ms_b1")
 st.dataframe(
-    rows, hide_index=True, column_order=["model", "role", "spec", "parameters", "size_mb", "test_accuracy",
-                                         "macro_f1", "agreement", "ece", "latency_ms_b1", "n_test"],
+    shown, hide_index=True, column_order=columns,
     column_config={
         "model": "Model", "role": "Role", "spec": "Spec",
         "parameters": st.column_config.NumberColumn("Parameters", format="compact"),
@@ -73,9 +78,8 @@ for name, evaluation in evaluations.items():
         per_class[name] = student.get("per_class", {})
 
 st.subheader("Confusion matrices")
-for start in range(0, len(matrices), 3):
-    columns = st.columns(3)
-    for column, (title, metrics) in zip(columns, matrices[start:start + 3]):
+for start in range(0, len(matrices), 2):
+    for column, (title, metrics) in zip(st.columns(2), matrices[start:start + 2]):
         if metrics.get("confusion_matrix") and metrics.get("label_names"):
             column.plotly_chart(figures.confusion_heatmap(metrics["confusion_matrix"], metrics["label_names"],
                                                           title), key=f"cm_{title}")
@@ -86,8 +90,10 @@ st.plotly_chart(figures.per_class_f1(per_class), key="per_class_f1")
 st.subheader("Training curves")
 metric = st.selectbox("Metric", ["valid_accuracy", "training_accuracy", "valid_loss", "training_loss"],
                       key="c_metric", format_func=lambda m: m.replace("_", " "))
-st.plotly_chart(figures.overlay_curves({name: app.run_epoch_rows(ROOT, name) for name in selected}, metric),
-                key="overlay")
+overlay = figures.overlay_curves({name: app.run_epoch_rows(ROOT, name) for name in selected}, metric)
+if "accuracy" in metric:
+    overlay.update_yaxes(tickformat=".1%")  # runs often differ by tenths of a percent
+st.plotly_chart(overlay, key="overlay")
 
 # ---- disagreements
 st.subheader("Where teacher and student disagree")

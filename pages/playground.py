@@ -14,7 +14,9 @@ ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this v
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_model(spec: str, precision: str) -> inference.InferenceModel:
     """Loaded once per (spec, precision) and shared by every visitor: eval mode, never trained in place."""
-    return inference.load_for_inference(spec, precision)
+    model = inference.load_for_inference(spec, precision)
+    app.predict_interactive(model, ["warm-up"])  # first-call allocations and kernel selection: not a visitor's wait
+    return model
 
 
 @st.cache_data(show_spinner=False, ttl=3600)
@@ -68,7 +70,7 @@ for spec in specs:
     try:
         with st.spinner(f"Loading {catalog[spec]} ({precision})…"):
             model = load_model(spec, precision)
-        output = inference.predict_texts(model, [text])
+        output = app.predict_interactive(model, [text])
     except UserError as exc:
         st.error(f"{catalog[spec]}: {exc}", icon=":material/error:")
         continue

@@ -169,7 +169,7 @@ def test_compare_lists_the_run_and_its_teacher(app_env):
     at = open_page("pages/compare.py")
     table = at.dataframe[0].value
     assert list(table["model"]) == ["run tiny-distill", "teacher of tiny-distill"]
-    assert table["test_accuracy"].tolist() == [0.75, 0.8]
+    assert table["test_accuracy"].tolist() == [75.0, 80.0]  # shown in percent
 
 
 def test_playground_predicts_with_teacher_and_student(app_env):
