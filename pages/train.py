@@ -37,16 +37,20 @@ PRESETS: dict[str, dict] = {
         "t_temperature": 2.0, "t_alpha": 0.5, "t_kd_loss": "kl", "t_max_steps": 0,
     },
 }
+SEED = TrainConfig(mode="distill", data=DataConfig(source=""), student="")  # TrainConfig defaults = the seed recipe
 DEFAULTS = {
     "t_source_kind": "Local dataset" if DATASETS else "Upload a file", "t_local": next(iter(DATASETS), None),
-    "t_hub_id": "ag_news", "t_text_col": "text", "t_label_col": "label", "t_mode": "distill",
-    "t_teacher_hub": "", "t_base": "bundled:minilm-l6", "t_base_hub": "bert-base-uncased", "t_teacher_epochs": 3,
-    "t_teacher_lr": 5e-5, "t_student_kind": "Truncate the teacher", "t_trunc_n": 3, "t_cfg_layers": 4,
-    "t_cfg_hidden": 256, "t_compact": app.SEED_STUDENT, "t_student_spec": "", "t_temperature": 2.0,
-    "t_alpha": 0.5, "t_kd_loss": "kl", "t_epochs": 5, "t_lr": 2e-5, "t_batch": 64, "t_optimizer": "adamw",
-    "t_warmup": 0.1, "t_wd": 0.01, "t_dropout": 0.3, "t_patience": 2, "t_seed": 42, "t_eval_batch": 128,
-    "t_log_every": 10, "t_max_steps": 0, "t_teacher_cache": True, "t_valid_fraction": 0.2,
-    "t_test_fraction": 0.2, "t_train_samples": 0, "t_eval_samples": 0, "t_max_length": 150,
+    "t_hub_id": "ag_news", "t_text_col": SEED.data.text_column, "t_label_col": SEED.data.label_column,
+    "t_mode": "distill", "t_teacher_hub": "", "t_base": "bundled:minilm-l6", "t_base_hub": "bert-base-uncased",
+    "t_teacher_epochs": 3, "t_teacher_lr": 5e-5, "t_student_kind": "Truncate the teacher", "t_trunc_n": 3,
+    "t_cfg_layers": 4, "t_cfg_hidden": 256, "t_compact": app.SEED_STUDENT, "t_student_spec": "",
+    "t_temperature": SEED.temperature, "t_alpha": SEED.alpha, "t_kd_loss": SEED.kd_loss, "t_epochs": SEED.epochs,
+    "t_lr": SEED.lr, "t_batch": SEED.batch_size, "t_optimizer": SEED.optimizer, "t_warmup": SEED.warmup_ratio,
+    "t_wd": SEED.weight_decay, "t_dropout": SEED.dropout, "t_patience": SEED.patience or 0, "t_seed": SEED.seed,
+    "t_eval_batch": SEED.eval_batch_size, "t_log_every": SEED.log_every_steps, "t_max_steps": SEED.max_steps or 0,
+    "t_teacher_cache": SEED.teacher_cache, "t_valid_fraction": SEED.data.valid_fraction,
+    "t_test_fraction": SEED.data.test_fraction, "t_train_samples": SEED.data.train_samples or 0,
+    "t_eval_samples": SEED.data.eval_samples or 0, "t_max_length": SEED.data.max_length,
 }
 
 

@@ -63,6 +63,15 @@ def test_estimate_rows_counts_local_files_and_knows_ag_news(data_root):
     assert app.estimate_rows("no/such-dataset") == (None, None)
 
 
+def test_every_setting_has_a_one_line_help():
+    import dataclasses
+
+    settings = {f.name for cls in (TrainConfig, DataConfig) for f in dataclasses.fields(cls)}
+    settings -= {"mode", "data", "student", "teacher", "extra"}  # chosen by dedicated widgets, not numbers
+    assert settings <= set(app.FIELD_HELP)
+    assert all(text and "\n" not in text for text in app.FIELD_HELP.values())
+
+
 # ---------------------------------------------------------------- estimates
 def test_split_sizes_follow_fractions_and_subsamples():
     config = distill_config("x", epochs=1)
