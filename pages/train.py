@@ -118,10 +118,11 @@ with st.expander("Configure a new run", expanded=not st.query_params.get("run"),
             st.info("No local datasets found: upload a file, or set KD_DATA_DIR to a folder of datasets.")
     elif source_kind == "Upload a file":
         cap = app.max_upload_mb()
+        # No type= filter: Streamlit enforces it by raising in the script run (a file of another type sent past
+        # the browser's check crashed the page); app.save_upload refuses other types with an st.error instead.
         upload = st.file_uploader(f"CSV, JSONL, JSON or Parquet with a text and a label column (up to {cap} MB); "
-                                  "one file is split into train/validation/test", type=["csv", "jsonl", "json",
-                                                                                        "parquet"],
-                                  key="t_upload", max_upload_size=cap)
+                                  "one file is split into train/validation/test", key="t_upload",
+                                  max_upload_size=cap)
         if upload is not None:
             try:
                 source = str(app.save_upload(upload.name, upload.getvalue(), UPLOADS))
@@ -308,10 +309,13 @@ def live_panel(name: str, was_live: bool) -> None:
     c2.metric("Training loss", f"{last_step['loss']:.3f}" if "loss" in last_step else "—")
     best = max((r.get("valid_accuracy", 0) for r in view.epoch_rows), default=None)
     c3.metric("Best validation accuracy", f"{best:.1%}" if best is not None else "—")
-    c4.metric("Throughput", f"{last_step['samples_per_s']:.0f} samples/s" if "samples_per_s" in last_step else "—")
+    rate = last_step.get("samples_per_s")
+    c4.metric("Throughput", f"{rate:.3g} samples/s" if isinstance(rate, (int, float)) else "—")
     chart_loss, chart_accuracy = st.columns(2)
     chart_loss.plotly_chart(figures.loss_curves(view.step_rows), key="live_loss")
-    chart_accuracy.plotly_chart(figures.accuracy_curves(view.epoch_rows), key="live_accuracy")
+    accuracy = figures.accuracy_curves(view.epoch_rows)
+    accuracy.update_yaxes(tickformat=".1%")  # epochs often differ by tenths of a percent
+    chart_accuracy.plotly_chart(accuracy, key="live_accuracy")
 
     if state in runs.LIVE_STATES and st.button("Stop run", icon=":material/stop:", key="live_stop"):
         jobs.stop_job(run_dir)
