@@ -59,6 +59,7 @@ def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = 
     try:
         model.save_pretrained(staging, safe_serialization=True)
         loaded.tokenizer.save_pretrained(staging)
+        _readable_by_all(staging)
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(staging, out)
@@ -71,6 +72,16 @@ def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = 
             else stored_dtype,
             "size_mb": round(sum(w.stat().st_size for w in weights) / 1e6, 2),
             "parameters": models.parameter_count(model), "files": sorted(p.name for p in out.iterdir())}
+
+
+def _readable_by_all(folder: Path) -> None:
+    """safetensors writes its file through a private temp file (mode 0600); an export is meant to be shipped
+    (copied into an image, served by another user), so give every file the permissions the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)
 
 
 def exported_precision(folder: str | Path) -> str:

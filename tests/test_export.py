@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -58,6 +59,16 @@ def test_int8_export_keeps_fp32_weights_and_quantizes_on_load(tiny_teacher_dir, 
     loaded = load_exported(out)
     assert loaded.precision == "int8"
     assert any("quantized" in type(m).__module__ for m in loaded.model.modules())
+
+
+def test_exported_files_are_readable_by_others(tiny_teacher_dir, tmp_path):
+    out = tmp_path / "shared"
+    previous = os.umask(0o022)
+    try:
+        export_model(tiny_teacher_dir, out, "bf16")
+    finally:
+        os.umask(previous)
+    assert all(path.stat().st_mode & 0o044 == 0o044 for path in out.iterdir())
 
 
 def test_refuses_a_non_empty_folder_and_leaves_it_alone(tiny_teacher_dir, tmp_path):
