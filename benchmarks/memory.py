@@ -7,12 +7,12 @@
 2. The app: `python -m streamlit run streamlit_app.py` headless on a free localhost port, with a runs folder holding a
    copy of the distilled student-kd run (whose teacher is teacher-minilm). Headless Chromium (Playwright) opens the
    Playground, whose default selection is that student and its teacher; the script waits until both predictions
-   are drawn, i.e. both models are loaded through the Playground's own `st.cache_resource` -> 
+   are drawn, i.e. both models are loaded through the Playground's own `st.cache_resource` ->
    `inference.load_for_inference` path at fp32, then reads the server's peak RSS (VmHWM) and current RSS. If the
    browser cannot start, it falls back to loading both models with `inference.load_for_inference` in a child
    process (the Playground's call) and says so in the JSON.
 
-    python benchmarks/memory.py           # ~3 minutes on 2 cores
+    python benchmarks/memory.py           # ~8 minutes on 2 shared cores
     python benchmarks/memory.py --smoke
 """
 from __future__ import annotations

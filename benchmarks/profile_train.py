@@ -15,7 +15,7 @@ teacher pass over --sorted-rows training rows in dataset order and length-sorted
 Padding waste is counted over a whole epoch of each loop's batches (not just the profiled steps): the share of
 the token positions fed to the model that are padding.
 
-    python benchmarks/profile_train.py            # ~3 minutes on 2 cores
+    python benchmarks/profile_train.py            # ~4 minutes on 2 shared cores
     python benchmarks/profile_train.py --smoke
 """
 from __future__ import annotations
