@@ -316,7 +316,10 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     sampler = LengthGroupedBatchSampler([len(x) for x in train_set["input_ids"]],
                                         config.batch_size, config.seed)
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
-    valid_loader = DataLoader(tokenized["validation"], batch_size=config.eval_batch_size, collate_fn=collate)
+    # Validation order does not change its exact sums, so batch rows of similar length (less padding).
+    valid_set = tokenized["validation"]
+    valid_set = valid_set.select(np.argsort([-len(ids) for ids in valid_set["input_ids"]], kind="stable"))
+    valid_loader = DataLoader(valid_set, batch_size=config.eval_batch_size, collate_fn=collate)
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
