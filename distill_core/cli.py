@@ -49,11 +49,12 @@ class ProgressPrinter:
             bar.update(event["step"] - bar.n)
             bar.set_postfix(loss=f"{event['loss']:.4f}", samples_s=f"{event['samples_per_s']:.1f}")
         elif kind == "epoch":
-            if self.bar is not None:
+            if self.bar is not None and not self.quiet:
+                # tqdm.write prints to stdout unless told otherwise; stdout carries only the JSON result.
                 self.bar.write(f"epoch {event['epoch']}: training_loss {event['training_loss']:.4f} "
                                f"training_accuracy {event['training_accuracy']:.4f} valid_loss "
                                f"{event['valid_loss']:.4f} valid_accuracy {event['valid_accuracy']:.4f} "
-                               f"({event['seconds']:.0f} s)")
+                               f"({event['seconds']:.0f} s)", file=sys.stderr)
         elif kind in ("teacher_progress", "eval_progress", "predict_progress"):
             bar = self._bar(kind.replace("_progress", ""), event["total"], "ex")
             bar.update(event["done"] - bar.n)
