@@ -10,45 +10,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import (CHROMIUM, CHROMIUM_ARGS, LOSS_POINTS_JS, PROBS_JS, open_page, predict,  # noqa: F401
+                             screenshot_dir, set_number, settle, streamlit_server, visible_text)
 
 from distill_core import app_support, jobs, runs
 from distill_core.config import DataConfig, TrainConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 RUN = "e2e-distill"
-LOSS_POINTS_JS = """() => {
-    const plots = [...document.querySelectorAll('.js-plotly-plot')];
-    const loss = plots.find(p => (p.layout?.title?.text || '').startsWith('Training loss'));
-    return loss && loss.data && loss.data.length ? loss.data[0].x.length : 0;
-}"""
-PROBS_JS = """() => {
-    const plot = [...document.querySelectorAll('.js-plotly-plot')]
-        .find(p => (p.layout?.title?.text || '').startsWith('Predicted class probabilities'));
-    return plot ? JSON.stringify(plot.data.map(t => t.x)) : null;
-}"""
-
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -61,36 +38,17 @@ def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
            "KD_EXTRA_MODELS": str(tiny_teacher_dir), "HF_HUB_OFFLINE": "1"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # this process shares the store with the server (background run below)
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"streamlit did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
     try:
-        yield url
+        with streamlit_server(env, tmp_path / "server.log") as url:
+            yield url
     finally:
         for run_dir in runs.iter_run_dirs(tmp_path / "runs"):
             jobs.stop_job(run_dir)  # never leave a worker behind
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture
 def page():
-    shots = Path(os.environ.get("KD_SCREENSHOT_DIR", "/tmp/kd-e2e-screens"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -100,44 +58,6 @@ def page():
         if getattr(tab, "failed", False):
             tab.screenshot(path=str(shots / "failure.png"), full_page=True)
         browser.close()
-
-
-def settle(tab) -> None:
-    """Wait until Streamlit has finished the rerun a widget change started."""
-    tab.wait_for_timeout(200)
-    tab.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached",
-                          timeout=90_000)
-
-
-def visible_text(tab) -> str:
-    """The page's text plus the values of its inputs (selectboxes show their choice in an input)."""
-    return tab.evaluate("() => document.body.innerText + '\\n' + "
-                        "[...document.querySelectorAll('input')].map(i => i.value).join('\\n')")
-
-
-def set_number(tab, label: str, value: int) -> None:
-    box = tab.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    settle(tab)
-
-
-def open_page(tab, name: str) -> None:
-    tab.locator('[data-testid="stSidebarNav"] a', has_text=name).click()
-    tab.get_by_role("heading", name=name, exact=True).wait_for()
-    settle(tab)
-
-
-def predict(tab, text: str) -> float:
-    """Type ``text`` into the Playground and return the seconds until the probability chart shows its answer."""
-    before = tab.evaluate(PROBS_JS)
-    box = tab.get_by_label("Text", exact=True)
-    box.fill(text)
-    start = time.perf_counter()
-    box.press("Control+Enter")
-    tab.wait_for_function(f"(before) => ({PROBS_JS})() !== before && ({PROBS_JS})() !== null", arg=before,
-                          timeout=90_000)
-    return time.perf_counter() - start
 
 
 def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path):
