@@ -235,8 +235,11 @@ def make_accelerator(mixed_precision: str | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
 
+    import torch
+
     # split_batches: --batch-size is the global batch, so 1 process and N processes see the same batches.
-    return Accelerator(mixed_precision=mixed_precision,
+    # cpu=True without an accelerator: Accelerate only sets up gloo across CPU processes (torchrun) when told.
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 

@@ -73,6 +73,7 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(bundled_path())
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=512,
+                        attention_probs_dropout_prob=0.0,  # --dropout sets hidden dropout only; keeps runs comparable
                         architectures=["BertForSequenceClassification"], **label_maps(LABEL_NAMES))
     BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
