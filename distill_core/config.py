@@ -32,6 +32,7 @@ class DataConfig:
     max_length: int = 150             # truncation limit; padding is dynamic per batch
 
     def validate(self) -> None:
+        _check_types(self)
         if not str(self.source).strip():
             raise UserError("data source is empty: give a Hub dataset id, a folder with train/test files, or a file")
         if not self.text_column.strip() or not self.label_column.strip():
@@ -73,7 +74,10 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. the UI preset used)
 
     def validate(self) -> None:
+        if not isinstance(self.data, DataConfig):
+            raise UserError(f"config 'data' must be an object like {{'source': ...}}, not {self.data!r}")
         self.data.validate()
+        _check_types(self)
         if self.mode not in MODES:
             raise UserError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
         if not self.student.strip():
@@ -100,7 +104,7 @@ class TrainConfig:
             raise UserError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise UserError(f"warmup_ratio={self.warmup_ratio} must be within [0, 1)")
-        if self.weight_decay < 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):  # NaN compares False to everything
             raise UserError(f"weight_decay={self.weight_decay} must be >= 0")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout={self.dropout} must be within [0, 1)")
@@ -118,6 +122,9 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def train_config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     """Build a TrainConfig from JSON data, rejecting unknown keys so a typo is not silently ignored."""
+    if not isinstance(raw, dict):
+        raise UserError(f"config must be a JSON object like {{'mode': 'distill', 'data': {{...}}}}, not "
+                        f"{type(raw).__name__}")
     raw = dict(raw)
     data_raw = raw.pop("data", None)
     if not isinstance(data_raw, dict):
@@ -142,6 +149,28 @@ def load_train_config(path: Path) -> TrainConfig:
     config = train_config_from_dict(raw)
     config.validate()
     return config
+
+
+# Field annotation (a string under `from __future__ import annotations`) -> accepted types and how to say it.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"), "dict[str, Any]": ((dict,), "an object"),
+}
+
+
+def _check_types(config: Any) -> None:
+    """A hand-written config.json may hold any JSON type in any field: name the field instead of failing later
+    with a TypeError ("5" < 1) or, worse, training with it (epochs 2.5, weight_decay "0.01")."""
+    for spec in dataclasses.fields(config):
+        annotation = str(spec.type)
+        optional = annotation.endswith(" | None")
+        expected = _FIELD_TYPES.get(annotation.removesuffix(" | None"))
+        value = getattr(config, spec.name)
+        if expected is None or (optional and value is None):
+            continue
+        types, what = expected
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise UserError(f"{spec.name}={value!r} must be {what}{' or null' if optional else ''}")
 
 
 def _reject_unknown(raw: dict[str, Any], cls: type, where: str) -> None:
