@@ -198,9 +198,9 @@ def section_profile(p: dict, train: dict | None) -> str:
                    f"{pct(t['distill_core_valid_padding_waste_if_sorted'])}). Timed on {exp['rows']:,} training rows, "
                    f"the teacher pass takes {exp['seconds']['dataset_order']:.1f} s in dataset order and "
                    f"{exp['seconds']['length_sorted']:.1f} s length-sorted ({exp['speedup_if_sorted']:.2f}x). "
-                   "That is the next step beyond the target: sorting these inference passes by length (an engine "
-                   "change in `evaluate.predict_logits` and `train._validate`, not made by this benchmark work) would "
-                   "remove most of their padding, as the length-grouped sampler already does for training.\n")
+                   "These measurements predate the fix: `evaluate.predict_logits` and `train._validate` now batch "
+                   "rows sorted by length (results returned in dataset order), removing most of that padding; the "
+                   "tables above were not re-measured after it, so they understate distill_core.\n")
     if train and train["runs"].get("distill_core", {}).get("teacher_seconds") is not None:
         core_run = train["runs"]["distill_core"]
         out.append(f"distill_core pays for the teacher once: {core_run['teacher_seconds']:.1f} s for "
