@@ -12,6 +12,7 @@ from distill_core import app_support, hosting, hub, runs
 from distill_core.errors import UserError
 
 HERE = Path(__file__).parent
+ROUTED = "kd_routed"  # set on every run of this router; pages check it (see below)
 
 
 def render_sidebar(root: Path) -> None:
@@ -40,13 +41,20 @@ def render_sidebar(root: Path) -> None:
 
 
 st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
-pages = [
-    st.Page(HERE / "pages" / "train.py", title="Train", icon=":material/model_training:", default=True),
-    st.Page(HERE / "pages" / "compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page(HERE / "pages" / "benchmark.py", title="Benchmark", icon=":material/speed:"),
-    st.Page(HERE / "pages" / "playground.py", title="Playground", icon=":material/chat:"),
-]
-page = st.navigation(pages)
+pages = {
+    "train": st.Page(HERE / "pages" / "train.py", title="Train", icon=":material/model_training:", default=True),
+    "compare": st.Page(HERE / "pages" / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+    "benchmark": st.Page(HERE / "pages" / "benchmark.py", title="Benchmark", icon=":material/speed:"),
+    "playground": st.Page(HERE / "pages" / "playground.py", title="Playground", icon=":material/chat:"),
+}
+page = st.navigation(list(pages.values()))
+# Until this script has run once, Streamlit serves a first visitor who opens /compare directly in its legacy
+# pages/ mode (that page alone, no router). Such a page sends the visitor here with ?page=NAME (see ROUTED).
+st.session_state[ROUTED] = True
+if (wanted := st.query_params.get("page")) is not None:
+    del st.query_params["page"]
+    if wanted in pages:
+        st.switch_page(pages[wanted])
 runs_root = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's folder
 try:
     app_support.poll(runs_root)  # each visit also starts waiting runs and next pipeline stages

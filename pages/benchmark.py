@@ -9,8 +9,18 @@ from distill_core import app_support as app
 from distill_core import figures, hosting, hub, inference
 from distill_core.errors import UserError
 
+if "kd_routed" not in st.session_state:  # opened without the router (a fresh server): go through it
+    st.switch_page("streamlit_app.py", query_params={**st.query_params.to_dict(), "page": "benchmark"})
+
 ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 MAX_CELLS = 48  # measured in the page's own process: keep a run of the page under a minute or two
+
+
+def legend_below(fig):
+    """Half-width charts: a legend above the plot wraps into the title, so put it under the x axis."""
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0}, margin={"t": 50, "b": 40})
+    return fig
+
 
 st.title("Benchmark")
 st.caption("Latency and throughput on this server's CPU with synthetic inputs of exactly batch × length tokens: "
@@ -74,10 +84,12 @@ baseline = st.selectbox("Speed-up baseline", models_measured, index=models_measu
                         key="b_baseline", help="Usually the teacher: bars show how many times faster each model is.")
 # Lines over batch size unless only the length varies.
 x_axis = "seq_len" if len({r["batch_size"] for r in rows}) == 1 < len({r["seq_len"] for r in rows}) else "batch_size"
-latency, throughput = figures.latency_chart(rows, x=x_axis), figures.throughput_chart(rows, x=x_axis)
-speedup = figures.speedup_bars(rows, baseline)
+latency = legend_below(figures.latency_chart(rows, x=x_axis))
+throughput = legend_below(figures.throughput_chart(rows, x=x_axis))
+speedup = legend_below(figures.speedup_bars(rows, baseline))
 points = app.speed_accuracy_points(ROOT, result["rows"], labels)
-scatter = figures.speed_accuracy_scatter(points)
+scatter = legend_below(figures.speed_accuracy_scatter(points))
+scatter.update_yaxes(tickformat=".1%")  # models often differ by tenths of a percent
 c1, c2 = st.columns(2)
 c1.plotly_chart(latency, key="b_latency")
 c2.plotly_chart(throughput, key="b_throughput")

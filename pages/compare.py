@@ -8,6 +8,9 @@ from distill_core import app_support as app
 from distill_core import figures, hosting, runs
 from distill_core.errors import UserError
 
+if "kd_routed" not in st.session_state:  # opened without the router (a fresh server): go through it
+    st.switch_page("streamlit_app.py", query_params={**st.query_params.to_dict(), "page": "compare"})
+
 ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 PERCENT = {"format": "%.1f%%"}  # values are shown x100: one decimal for every model
 
@@ -91,6 +94,7 @@ st.subheader("Training curves")
 metric = st.selectbox("Metric", ["valid_accuracy", "training_accuracy", "valid_loss", "training_loss"],
                       key="c_metric", format_func=lambda m: m.replace("_", " "))
 overlay = figures.overlay_curves({name: app.run_epoch_rows(ROOT, name) for name in selected}, metric)
+overlay.update_xaxes(dtick=1)  # whole epochs
 if "accuracy" in metric:
     overlay.update_yaxes(tickformat=".1%")  # runs often differ by tenths of a percent
 st.plotly_chart(overlay, key="overlay")

@@ -8,6 +8,9 @@ from distill_core import app_support as app
 from distill_core import figures, hosting, hub, inference
 from distill_core.errors import UserError
 
+if "kd_routed" not in st.session_state:  # opened without the router (a fresh server): go through it
+    st.switch_page("streamlit_app.py", query_params={**st.query_params.to_dict(), "page": "playground"})
+
 ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 
 

@@ -8,6 +8,9 @@ from distill_core import figures, hosting, hub, jobs, models, runs
 from distill_core.config import DataConfig, TrainConfig
 from distill_core.errors import UserError
 
+if "kd_routed" not in st.session_state:  # opened without the router (a fresh server): go through it
+    st.switch_page("streamlit_app.py", query_params={**st.query_params.to_dict(), "page": "train"})
+
 ROOT = hosting.session_root(st.session_state, st.query_params)  # hosted: this visitor's own runs
 UPLOADS = app.uploads_for(ROOT)
 ONLINE = hub.hub_reachable()

@@ -63,6 +63,10 @@ def page():
 def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path):
     page.failed = True  # cleared at the end: a failing run leaves failure.png for a look
     timings: dict[str, float] = {}
+    # A first visitor who opens a page's address directly on a fresh server still gets the router's app.
+    page.goto(f"{server}/compare")
+    page.get_by_role("heading", name="Compare", exact=True).wait_for()
+    assert page.locator('[data-testid="stSidebarNav"] a', has_text="Playground").count() == 1
     start = time.perf_counter()
     page.goto(server)
     page.get_by_role("heading", name="Train", exact=True).wait_for()
