@@ -11,13 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from conftest import LABEL_NAMES, make_rows
 
-from conftest import LABEL_NAMES, make_rows, write_csv
 from distill_core import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,7 +194,7 @@ def run_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
 def run_subprocess(argv: list[str], cwd: Path) -> tuple[int, str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "distill_core", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

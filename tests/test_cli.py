@@ -19,7 +19,7 @@ def cli(args: list[str], cwd: Path, env_root: Path, timeout: float = 600) -> sub
            "KD_RUNS_DIR": str(env_root / "kd-runs"), "PYTHONPATH": str(REPO),
            "OMP_NUM_THREADS": "1"}  # one torch thread: see test_train._one_torch_thread
     return subprocess.run([sys.executable, "-m", "distill_core", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:

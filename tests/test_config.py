@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from distill_core.config import DataConfig, TrainConfig, config_to_dict, load_train_config, train_config_from_dict
+from distill_core.config import (
+    DataConfig,
+    TrainConfig,
+    config_to_dict,
+    load_train_config,
+    train_config_from_dict,
+)
 from distill_core.errors import UserError
 
 

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import LABEL_NAMES, make_rows, write_csv
+
 from distill_core.config import DataConfig
-from distill_core.data import (Collator, LengthGroupedBatchSampler, example_ids, load_data, tokenize_splits)
+from distill_core.data import (
+    Collator,
+    LengthGroupedBatchSampler,
+    example_ids,
+    load_data,
+    tokenize_splits,
+)
 from distill_core.errors import UserError
 
 
@@ -21,6 +27,10 @@ def load(source, seed: int = 42, **options):
 
 def rows_of(dataset) -> list[tuple[str, int]]:
     return list(zip(dataset["text"], dataset["label"]))
+
+
+def all_rows(loaded) -> list[tuple[str, int]]:
+    return [row for split in loaded.splits.values() for row in rows_of(split)]
 
 
 def write_format(path: Path, rows: list[tuple[str, int]]) -> Path:
@@ -70,7 +80,7 @@ def test_single_file_is_split_into_train_validation_test(tmp_path):
     loaded = load(write_csv(tmp_path / "all.csv", rows))
     sizes = {name: len(split) for name, split in loaded.splits.items()}
     assert sizes == {"train": 64, "validation": 16, "test": 20}  # 20% test, then 20% of the rest
-    everything = sum((rows_of(split) for split in loaded.splits.values()), [])
+    everything = all_rows(loaded)
     assert sorted(everything) == sorted(rows)
     assert loaded.label_names == ["0", "1", "2", "3"]  # no classes.txt: ids as names
 
@@ -91,7 +101,7 @@ def test_json_with_a_data_key_is_accepted(tmp_path):
     rows = make_rows(5, seed=5)
     (tmp_path / "data.json").write_text(json.dumps({"data": [{"text": t, "label": l} for t, l in rows]}))
     loaded = load(tmp_path / "data.json")
-    assert sorted(sum((rows_of(s) for s in loaded.splits.values()), [])) == sorted(rows)
+    assert sorted(all_rows(loaded)) == sorted(rows)
 
 
 def write_ag_news_release(path: Path, rows: list[tuple[int, str, str]]) -> Path:
@@ -135,7 +145,8 @@ def test_shared_ag_news_release_matches_the_hub_export(ag_news_dir, tmp_path):
     for row in np.random.default_rng(0).choice(7600, size=200, replace=False).tolist() + [0, 1, 7599]:
         assert release_test[row]["text"] == export_test[row]["text"], row
         assert release_test[row]["label"] == export_test[row]["label"], row
-    assert list(release_test["example_id"]) == list(export_test["example_id"])  # all rows: cached teacher logits are shared
+    # All rows: the same ids, so teacher logits cached from one format serve the other.
+    assert list(release_test["example_id"]) == list(export_test["example_id"])
     assert list(release_test["label"]) == list(export_test["label"])
 
 
@@ -145,7 +156,7 @@ def test_classes_txt_maps_string_labels(tmp_path):
     (tmp_path / "classes.txt").write_text("\n".join(LABEL_NAMES) + "\n\n", encoding="utf-8")
     loaded = load(tmp_path)
     assert loaded.label_names == LABEL_NAMES
-    everything = sorted(sum((rows_of(s) for s in loaded.splits.values()), []))
+    everything = sorted(all_rows(loaded))
     assert everything == sorted(rows)
 
 
@@ -167,7 +178,7 @@ def test_named_columns(tmp_path):
     rows = make_rows(6, seed=9)
     write_csv(tmp_path / "train.csv", rows, header=("sentence", "category"))
     loaded = load(tmp_path, text_column="sentence", label_column="category")
-    assert sorted(sum((rows_of(s) for s in loaded.splits.values()), [])) == sorted(rows)
+    assert sorted(all_rows(loaded)) == sorted(rows)
 
 
 def test_named_source_is_found_under_kd_data_dir(tiny_data_dir, tmp_path, monkeypatch):

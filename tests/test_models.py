@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import LABEL_NAMES
+
 from distill_core import models
 from distill_core.errors import HubUnreachableError, UserError
 

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill_core.config import DataConfig, TrainConfig, config_to_dict, train_config_from_dict
+from distill_core.config import (
+    DataConfig,
+    TrainConfig,
+    config_to_dict,
+    train_config_from_dict,
+)
 from distill_core.data import load_data
 from distill_core.errors import UserError
 from distill_core.runs import sanitize_run_name
