@@ -60,51 +60,59 @@ if samples:
                  placeholder="Pick a sample text to fill the box…")
 st.session_state.setdefault("p_text", samples[0] if samples else "Stocks rallied after the central bank held "
                                                                   "rates steady.")
-text = st.text_area("Text", key="p_text", height=100)
-if not specs:
-    st.info("Pick at least one model.", icon=":material/info:")
-    st.stop()
-if not text.strip():
-    st.info("Enter some text to classify.", icon=":material/info:")
-    st.stop()
 
-results: dict[str, dict] = {}
-for spec in specs:
-    try:
-        with st.spinner(f"Loading {catalog[spec]} ({precision})…"):
-            model = load_model(spec, precision)
-        output = app.predict_interactive(model, [text])
-    except UserError as exc:
-        st.error(f"{catalog[spec]}: {exc}", icon=":material/error:")
-        continue
-    results[spec] = {"logits": output["logits"][0].tolist(), "latency_ms": output["latency_ms"],
-                     "label_names": output["label_names"], "parameters": model.parameters}
-if not results:
-    st.stop()
 
-columns = st.columns(len(results))
-for column, (spec, result) in zip(columns, results.items()):
-    probs = app.softened(result["logits"], 1.0)
-    best = max(range(len(probs)), key=probs.__getitem__)
-    with column.container(border=True):
-        st.caption(catalog[spec])
-        st.metric("Prediction", result["label_names"][best], f"{probs[best]:.1%} probability", delta_color="off",
-                  delta_arrow="off")
-        st.caption(f"{result['latency_ms']:.1f} ms · {result['parameters'] / 1e6:.1f} M parameters · {precision}")
+@st.fragment
+def classify(specs: list[str], precision: str) -> None:
+    """Text box, predictions and the softened distribution. A fragment: typing or moving the temperature reruns
+    only this part, not the router and the model lists, which keeps the round trip short."""
+    text = st.text_area("Text", key="p_text", height=100, help="Press Ctrl+Enter (or click outside) to classify.")
+    if not specs:
+        st.info("Pick at least one model.", icon=":material/info:")
+        return
+    if not text.strip():
+        st.info("Enter some text to classify.", icon=":material/info:")
+        return
+    results: dict[str, dict] = {}
+    for spec in specs:
+        try:
+            with st.spinner(f"Loading {catalog[spec]} ({precision})…"):
+                model = load_model(spec, precision)
+            output = app.predict_interactive(model, [text])
+        except UserError as exc:
+            st.error(f"{catalog[spec]}: {exc}", icon=":material/error:")
+            continue
+        results[spec] = {"logits": output["logits"][0].tolist(), "latency_ms": output["latency_ms"],
+                         "label_names": output["label_names"], "parameters": model.parameters}
+    if not results:
+        return
 
-label_names = next(iter(results.values()))["label_names"]
-comparable = {catalog[s]: app.softened(r["logits"], 1.0) for s, r in results.items()
-              if r["label_names"] == label_names}
-st.plotly_chart(figures.probability_bars(comparable, label_names), key="p_probs")
+    for column, (spec, result) in zip(st.columns(len(results)), results.items()):
+        probs = app.softened(result["logits"], 1.0)
+        best = max(range(len(probs)), key=probs.__getitem__)
+        with column.container(border=True):
+            st.caption(catalog[spec])
+            st.metric("Prediction", result["label_names"][best], f"{probs[best]:.1%} probability",
+                      delta_color="off", delta_arrow="off")
+            st.caption(f"{result['latency_ms']:.1f} ms · {result['parameters'] / 1e6:.1f} M parameters · {precision}")
+    label_names = next(iter(results.values()))["label_names"]
+    comparable = {catalog[s]: app.softened(r["logits"], 1.0) for s, r in results.items()
+                  if r["label_names"] == label_names}
+    st.plotly_chart(figures.probability_bars(comparable, label_names), key="p_probs")
 
-st.subheader("Softened teacher distribution")
-st.caption("In distillation the student learns from softmax(z / T) of the teacher's logits z: a higher "
-           "temperature T spreads probability onto the other classes and exposes what the teacher thinks is similar.")
-teacher_spec = max(results, key=lambda s: results[s]["parameters"])
-c1, c2 = st.columns([1, 3])
-temperature = c1.slider("Temperature T", min_value=1.0, max_value=10.0, value=2.0, step=0.5, key="p_temperature")
-c1.caption(f"Teacher: {catalog[teacher_spec]} (the largest selected model)")
-logits = results[teacher_spec]["logits"]
-c2.plotly_chart(figures.probability_bars({"T = 1": app.softened(logits, 1.0),
-                                          f"T = {temperature:g}": app.softened(logits, temperature)},
-                                         results[teacher_spec]["label_names"]), key="p_softened")
+    st.subheader("Softened teacher distribution")
+    st.caption("In distillation the student learns from softmax(z / T) of the teacher's logits z: a higher "
+               "temperature T spreads probability onto the other classes and exposes what the teacher thinks is "
+               "similar.")
+    teacher_spec = max(results, key=lambda s: results[s]["parameters"])
+    c1, c2 = st.columns([1, 3])
+    temperature = c1.slider("Temperature T", min_value=1.0, max_value=10.0, value=2.0, step=0.5,
+                            key="p_temperature")
+    c1.caption(f"Teacher: {catalog[teacher_spec]} (the largest selected model)")
+    logits = results[teacher_spec]["logits"]
+    c2.plotly_chart(figures.probability_bars({"T = 1": app.softened(logits, 1.0),
+                                              f"T = {temperature:g}": app.softened(logits, temperature)},
+                                             results[teacher_spec]["label_names"]), key="p_softened")
+
+
+classify(specs, precision)

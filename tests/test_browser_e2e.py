@@ -87,6 +87,7 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
     settle(page)
     page.screenshot(path=str(page.shots / "train-form.png"), full_page=True)
     page.locator("button", has_text="Start").click()
+    started = time.perf_counter()
 
     # ---- the live panel follows the run; its loss chart gains points while it runs
     page.get_by_role("heading", name=RUN).wait_for(timeout=120_000)
@@ -98,6 +99,7 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
         if page.get_by_text("Test accuracy").count():
             break
         page.wait_for_timeout(500)
+    timings["distillation_start_to_done_s"] = time.perf_counter() - started
     state = runs.read_status(Path(os.environ["KD_RUNS_DIR"]) / RUN)
     assert state["state"] == "done", state
     final = seen[-1]
@@ -128,11 +130,13 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
     background = TrainConfig(mode="distill", data=DataConfig(source=str(tmp_path / "data" / "tiny")),
                              student="truncate:1", teacher=os.environ["KD_EXTRA_MODELS"], epochs=200,
                              batch_size=4, patience=None, log_every_steps=1)
+    started = time.perf_counter()
     run_dir = app_support.start_run(root, "e2e-background", background)
     deadline = time.monotonic() + 120
     while not any(r.get("kind") == "step" for r in runs.read_metrics(run_dir)):
         assert time.monotonic() < deadline, runs.read_status(run_dir)
         time.sleep(0.5)
+    timings["background_start_to_first_step_s"] = time.perf_counter() - started
     timings["playground_round_trip_during_training_s"] = predict(page, "Scientists released new software today")
     assert runs.read_status(run_dir)["state"] == "running"
     jobs.stop_job(run_dir)
