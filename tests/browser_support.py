@@ -19,14 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Streamlit draws chart titles in bold ("<b><b>Title</b></b>" in the layout): compare them without the tags.
 LOSS_POINTS_JS = """() => {
     const plots = [...document.querySelectorAll('.js-plotly-plot')];
-    const loss = plots.find(p => (p.layout?.title?.text || '').startsWith('Training loss'));
+    const loss = plots.find(p => (p.layout?.title?.text || '').replace(/<[^>]*>/g, '').startsWith('Training loss'));
     return loss && loss.data && loss.data.length ? loss.data[0].x.length : 0;
 }"""
 PROBS_JS = """() => {
     const plot = [...document.querySelectorAll('.js-plotly-plot')]
-        .find(p => (p.layout?.title?.text || '').startsWith('Predicted class probabilities'));
+        .find(p => (p.layout?.title?.text || '').replace(/<[^>]*>/g, '').startsWith('Predicted class probabilities'));
     return plot ? JSON.stringify(plot.data.map(t => t.x)) : null;
 }"""
 
