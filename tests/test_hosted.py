@@ -490,3 +490,20 @@ def test_custom_code_named_by_a_model_folder_is_never_executed(env, tmp_path, mo
         with pytest.raises(UserError, match="custom code"):
             models.load_classifier(str(folder), LABEL_NAMES)
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- the shared served model
+
+def test_served_models_are_frozen_and_answer_identically_to_concurrent_sessions(env):
+    """st.cache_resource hands one loaded model to every session's thread: it must be read-only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    loaded = inference.load_for_inference(str(env.teacher))
+    assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    text = "Shares of the bank fell after the merger talks"
+    with ThreadPoolExecutor(max_workers=4) as pool:  # like four visitors' script threads at once
+        answers = list(pool.map(lambda _: app_support.predict_interactive(loaded, [text])["logits"].tolist(),
+                                range(12)))
+    assert all(answer == answers[0] for answer in answers)
+    assert all((loaded.model.state_dict()[k] == v).all() for k, v in before.items())
