@@ -878,6 +878,18 @@ def speed_accuracy_points(root: Path, rows: list[dict], labels: dict[str, str]) 
     return points
 
 
+def fit_percent_axis(fig, pad: float = 0.02):
+    """A y axis of fractions shown as percent that fits the data (Plotly pads a flat line to 0-200%), with
+    one decimal in the ticks, because runs and epochs often differ by tenths of a percent."""
+    values = [y for trace in fig.data for y in (getattr(trace, "y", None) or ())
+              if isinstance(y, (int, float)) and math.isfinite(y)]
+    if values:
+        low, high = min(values), max(values)
+        fig.update_yaxes(range=[max(low - pad - 0.05 * (high - low), 0.0), min(high + pad, 1.0) + pad / 2])
+    fig.update_yaxes(tickformat=".1%")
+    return fig
+
+
 def rows_to_csv(rows: Sequence[dict]) -> str:
     keys = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()

@@ -89,7 +89,7 @@ throughput = legend_below(figures.throughput_chart(rows, x=x_axis))
 speedup = legend_below(figures.speedup_bars(rows, baseline))
 points = app.speed_accuracy_points(ROOT, result["rows"], labels)
 scatter = legend_below(figures.speed_accuracy_scatter(points))
-scatter.update_yaxes(tickformat=".1%")  # models often differ by tenths of a percent
+app.fit_percent_axis(scatter, pad=0.01)  # models often differ by tenths of a percent
 c1, c2 = st.columns(2)
 c1.plotly_chart(latency, key="b_latency")
 c2.plotly_chart(throughput, key="b_throughput")

@@ -96,7 +96,7 @@ metric = st.selectbox("Metric", ["valid_accuracy", "training_accuracy", "valid_l
 overlay = figures.overlay_curves({name: app.run_epoch_rows(ROOT, name) for name in selected}, metric)
 overlay.update_xaxes(dtick=1)  # whole epochs
 if "accuracy" in metric:
-    overlay.update_yaxes(tickformat=".1%")  # runs often differ by tenths of a percent
+    app.fit_percent_axis(overlay)
 st.plotly_chart(overlay, key="overlay")
 
 # ---- disagreements

@@ -268,7 +268,7 @@ with st.expander("Configure a new run", expanded=not st.query_params.get("run"),
 
 
 # ---------------------------------------------------------------- live run
-def live_panel(name: str, was_live: bool) -> None:
+def live_panel(name: str, shown_state: str) -> None:
     """Status, progress, curves and Stop of one run; a fragment that reruns every 2 s while the run is live."""
     run_dir = runs.resolve_run_dir(ROOT, name)
     try:
@@ -277,11 +277,11 @@ def live_panel(name: str, was_live: bool) -> None:
         st.error(str(exc))
     view = app.live_view(run_dir)
     state, status = view.state, view.status
-    if was_live and state not in runs.LIVE_STATES:
+    if state != shown_state:
         nxt = app.successor(ROOT, name)
         if state == "done" and nxt:
             st.session_state["t_follow"] = nxt  # follow a pipeline into its distillation stage
-        st.rerun()  # full rerun: stops the polling and draws the final state
+        st.rerun()  # full rerun: the run list shows the new state, and polling stops once the run has ended
     colour = {"running": "blue", "queued": "gray", "done": "green", "failed": "red"}.get(state, "orange")
     mode = view.config.get("mode", "?")
     st.markdown(f"#### {name} &nbsp; :{colour}-badge[{state}]")
@@ -316,9 +316,7 @@ def live_panel(name: str, was_live: bool) -> None:
     c4.metric("Throughput", f"{rate:.3g} samples/s" if isinstance(rate, (int, float)) else "—")
     chart_loss, chart_accuracy = st.columns(2)
     chart_loss.plotly_chart(figures.loss_curves(view.step_rows), key="live_loss")
-    accuracy = figures.accuracy_curves(view.epoch_rows)
-    accuracy.update_yaxes(tickformat=".1%")  # epochs often differ by tenths of a percent
-    chart_accuracy.plotly_chart(accuracy, key="live_accuracy")
+    chart_accuracy.plotly_chart(app.fit_percent_axis(figures.accuracy_curves(view.epoch_rows)), key="live_accuracy")
 
     if state in runs.LIVE_STATES and st.button("Stop run", icon=":material/stop:", key="live_stop"):
         jobs.stop_job(run_dir)
@@ -366,4 +364,4 @@ else:
                                "second tab shows the same run.")
     if chosen:
         live = states.get(chosen) in runs.LIVE_STATES
-        st.fragment(run_every=2 if live else None)(live_panel)(chosen, live)
+        st.fragment(run_every=2 if live else None)(live_panel)(chosen, states[chosen])
