@@ -9,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     KD_CACHE_DIR=/data/cache \
     KD_UPLOADS_DIR=/data/uploads \
     KD_MAX_UPLOAD_MB=50 \
-    HF_HOME=/data/hf
+    HF_HOME=/data/hf \
+    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none
 
 # Spaces run the container as user 1000; give it a home and a writable data folder.
 RUN useradd --create-home --uid 1000 user && mkdir -p /data && chown user:user /data
