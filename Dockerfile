@@ -19,12 +19,16 @@ WORKDIR /app
 # Dependencies first, so code changes do not reinstall them. torch comes from the CPU wheel index
 # (the default PyPI wheel is a multi-GB CUDA build).
 COPY --chown=user:user requirements.txt .
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+# Every pinned dependency except the project itself (`-e .`), which needs the code and is installed below.
+RUN grep -v '^-e ' requirements.txt > /tmp/deps.txt \
+    && pip install --extra-index-url https://download.pytorch.org/whl/cpu -r /tmp/deps.txt
 
 COPY --chown=user:user distill_core ./distill_core
-COPY --chown=user:user pages ./pages
+COPY --chown=user:user app_pages ./app_pages
 COPY --chown=user:user .streamlit ./.streamlit
-COPY --chown=user:user streamlit_app.py README.md ./
+COPY --chown=user:user streamlit_app.py README.md pyproject.toml ./
+# Editable, like requirements.txt: the product finds the repository's folders (./data) next to the package.
+RUN pip install --no-deps -e .
 
 USER user
 EXPOSE 8501

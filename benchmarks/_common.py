@@ -6,6 +6,7 @@ rebuilds BENCHMARKS.md from those files only, so no number in it is typed by han
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -13,16 +14,14 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 OFFLINE = Path(os.environ.get("KD_OFFLINE_RUNS", "/work/runs_offline"))  # the reference runs (teacher, students)
 AG_NEWS = Path(os.environ.get("KD_AG_NEWS", REPO.parent / "shared" / "data" / "ag_news"))
-
-if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from the repository root
-    sys.path.insert(0, str(REPO))
 
 
 def command_line() -> str:
@@ -68,9 +67,8 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, log: Pa
     `ru_maxrss` of `os.wait4` is the peak resident set of the waited child (Linux: KiB), not the running maximum
     over all children that RUSAGE_CHILDREN gives, so each measurement stands alone.
     """
-    handle = open(log, "w", encoding="utf-8") if log else subprocess.DEVNULL
     start = time.perf_counter()
-    try:
+    with open(log, "w", encoding="utf-8") if log else contextlib.nullcontext(subprocess.DEVNULL) as handle:
         process = subprocess.Popen(list(argv), env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
         deadline = None if timeout_s is None else start + timeout_s
         while True:
@@ -82,9 +80,6 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, log: Pa
                 pid, status, usage = os.wait4(process.pid, 0)
                 break
             time.sleep(0.05)
-    finally:
-        if log:
-            handle.close()
     process.returncode = os.waitstatus_to_exitcode(status)
     return {"argv": list(argv), "returncode": process.returncode, "wall_s": time.perf_counter() - start,
             "peak_rss_mb": usage.ru_maxrss / 1024.0, "user_cpu_s": usage.ru_utime, "system_cpu_s": usage.ru_stime}

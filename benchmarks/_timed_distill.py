@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distill_core import cli, train  # noqa: E402
+from distill_core import cli, train
 
 T0 = time.perf_counter()
 marks: list[dict] = []

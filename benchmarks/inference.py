@@ -23,12 +23,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import AG_NEWS, header, require_offline_models, write_result  # noqa: E402
+from _common import AG_NEWS, header, require_offline_models, write_result
 
 SEED_TEACHER = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, max_position_embeddings=512)  # bert-base-uncased's config values
@@ -113,7 +110,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             model, source = offline_model(name), f"{name}/model (trained offline on AG News)"
         models[name] = {**describe(model), "source": source}
 
-        def progress(event: dict) -> None:
+        def progress(event: dict, name: str = name) -> None:  # bind this iteration's model name
             print(f"[inference] {name} {event['cell']}/{event['cells']} {event['precision']} "
                   f"{event['batch_size']}x{event['seq_len']}: p50 {event['latency_ms_p50']:.1f} ms",
                   file=sys.stderr, flush=True)

@@ -29,9 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, require_offline_models, run_child, write_result  # noqa: E402,E501
+from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, require_offline_models, run_child, write_result
 
 GIB = 1024.0
 
@@ -116,62 +114,62 @@ def app_memory(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     port = _free_port()
     argv = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
             "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    log = open(work / "streamlit.log", "w")
-    server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    result: dict[str, Any] = {"mode": "streamlit server + headless Chromium on the Playground", "port": port,
-                              "models": [str(teacher), str(student)], "precision": "fp32"}
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        import urllib.request
+    with open(work / "streamlit.log", "w") as log:
+        server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        result: dict[str, Any] = {"mode": "streamlit server + headless Chromium on the Playground", "port": port,
+                                  "models": [str(teacher), str(student)], "precision": "fp32"}
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            import urllib.request
 
-        while True:
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read()
+                    break
+                except OSError:
+                    if time.time() > deadline or server.poll() is not None:
+                        log_text = (work / "streamlit.log").read_text()
+                        raise SystemExit(f"error: streamlit did not start; log:\n{log_text}") from None
+                    time.sleep(0.5)
+            result["idle_server"] = _proc_status_mb(server.pid)
             try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"error: streamlit did not start; log:\n{(work / 'streamlit.log').read_text()}")
-                time.sleep(0.5)
-        result["idle_server"] = _proc_status_mb(server.pid)
-        try:
-            from playwright.sync_api import sync_playwright
+                from playwright.sync_api import sync_playwright
 
-            start = time.perf_counter()
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=shutil.which("chromium") or None, headless=True,
-                                             args=["--no-sandbox"])
-                page = browser.new_page()
-                page.goto(url, timeout=120_000)
-                page.locator('[data-testid="stSidebarNav"] a', has_text="Playground").click(timeout=120_000)
-                page.get_by_role("heading", name="Playground", exact=True).wait_for(timeout=120_000)
-                # Each model card shows a "Prediction" metric once that model is loaded and has predicted.
-                page.locator('[data-testid="stMetric"]').nth(1).wait_for(timeout=args.app_timeout_s * 1000)
-                page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
-                                       state="attached", timeout=args.app_timeout_s * 1000)
-                result["predictions_drawn"] = page.locator('[data-testid="stMetric"]').count()
-                result["prediction_cards"] = page.locator('[data-testid="stMetric"]').all_inner_texts()
-                result["seconds_to_both_predictions"] = time.perf_counter() - start
-                time.sleep(2)  # let the script run finish (figures) before reading the peak
-                result["loaded_server"] = _proc_status_mb(server.pid)
-                browser.close()
-        except Exception as exc:  # no browser here: load the pair the way the Playground does, in a child
-            result["browser_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            result["mode"] = "fallback: inference.load_for_inference of both models in a child process"
-            code = ("import sys; from distill_core import inference\n"
-                    "models = [inference.load_for_inference(p, 'fp32') for p in sys.argv[1:]]\n"
-                    "[inference.predict_texts(m, ['Stocks rallied after the central bank held rates.']) "
-                    "for m in models]\n")
-            child = run_child([sys.executable, "-c", code, str(teacher), str(root / student.name)], env=env)
-            result["loaded_server"] = {"VmHWM": child["peak_rss_mb"]}
-    finally:
-        server.terminate()
-        try:
-            _, _, usage = __import__("os").wait4(server.pid, 0)
-            result["server_ru_maxrss_mb"] = usage.ru_maxrss / 1024.0
-        except ChildProcessError:
-            pass
-        log.close()
+                start = time.perf_counter()
+                with sync_playwright() as pw:
+                    browser = pw.chromium.launch(executable_path=shutil.which("chromium") or None, headless=True,
+                                                 args=["--no-sandbox"])
+                    page = browser.new_page()
+                    page.goto(url, timeout=120_000)
+                    page.locator('[data-testid="stSidebarNav"] a', has_text="Playground").click(timeout=120_000)
+                    page.get_by_role("heading", name="Playground", exact=True).wait_for(timeout=120_000)
+                    # Each model card shows a "Prediction" metric once that model is loaded and has predicted.
+                    page.locator('[data-testid="stMetric"]').nth(1).wait_for(timeout=args.app_timeout_s * 1000)
+                    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                                           state="attached", timeout=args.app_timeout_s * 1000)
+                    result["predictions_drawn"] = page.locator('[data-testid="stMetric"]').count()
+                    result["prediction_cards"] = page.locator('[data-testid="stMetric"]').all_inner_texts()
+                    result["seconds_to_both_predictions"] = time.perf_counter() - start
+                    time.sleep(2)  # let the script run finish (figures) before reading the peak
+                    result["loaded_server"] = _proc_status_mb(server.pid)
+                    browser.close()
+            except Exception as exc:  # no browser here: load the pair the way the Playground does, in a child
+                result["browser_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                result["mode"] = "fallback: inference.load_for_inference of both models in a child process"
+                code = ("import sys; from distill_core import inference\n"
+                        "models = [inference.load_for_inference(p, 'fp32') for p in sys.argv[1:]]\n"
+                        "[inference.predict_texts(m, ['Stocks rallied after the central bank held rates.']) "
+                        "for m in models]\n")
+                child = run_child([sys.executable, "-c", code, str(teacher), str(root / student.name)], env=env)
+                result["loaded_server"] = {"VmHWM": child["peak_rss_mb"]}
+        finally:
+            server.terminate()
+            try:
+                _, _, usage = __import__("os").wait4(server.pid, 0)
+                result["server_ru_maxrss_mb"] = usage.ru_maxrss / 1024.0
+            except ChildProcessError:
+                pass
     result["peak_rss_mb"] = result["loaded_server"]["VmHWM"]
     result["target_mb"] = 2 * GIB
     result["meets_target"] = result["peak_rss_mb"] < 2 * GIB

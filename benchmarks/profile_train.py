@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import AG_NEWS, header, require_offline_models, write_result  # noqa: E402
+from _common import AG_NEWS, header, require_offline_models, write_result
 
 PHASES_SEED = ("teacher_forward", "student_forward", "loss", "student_backward", "optimizer_step",
                "extra_accuracy_forward")
@@ -87,14 +85,14 @@ def main() -> int:
     args = parse_args()
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from torch.profiler import record_function
     from torch.utils.data import DataLoader
 
     import seed_loop
     from distill_core import models
+    from distill_core.batching import Collator, LengthGroupedBatchSampler, tokenize_splits
     from distill_core.config import DataConfig
-    from distill_core.data import Collator, LengthGroupedBatchSampler, load_data, tokenize_splits
+    from distill_core.data import load_data
     from distill_core.evaluate import predict_logits
     from distill_core.losses import distillation_loss
 

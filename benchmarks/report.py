@@ -8,11 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import REPO, RESULTS, read_result  # noqa: E402
+from _common import REPO, RESULTS, read_result
 
 Row = list[Any]
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -86,13 +84,15 @@ def section_training(train: dict | None, profile: dict | None) -> str:
         return out[0] + "\n_Not measured yet: `python benchmarks/train_throughput.py`._\n"
     s = train["settings"]
     runs = train["runs"]
+    optimizer_note = ("the seed's constant-rate Adam: equal settings" if s["optimizer"] == "adam"
+                      else "AdamW with warm-up and linear decay")
     out.append(
         f"Same teacher (`{s['teacher']}`, MiniLM-L6 fine-tuned on AG News), same student recipe "
         f"(`{s['student']}`, identical initial weights), the same {runs[next(iter(runs))]['n_train']:,} stratified "
         f"training rows, {s['epochs']} epochs, batch {s['batch_size']}, lr {s['lr']:g}, seed {s['seed']}, "
         f"T={s['temperature']:g}, alpha={s['alpha']:g}, dropout {s['dropout']:g}, max_length {s['max_length']}, "
         f"{s['threads']} threads. distill_core ran with `--optimizer {s['optimizer']}` "
-        f"({'the seed' + chr(39) + 's constant-rate Adam: equal settings' if s['optimizer'] == 'adam' else 'AdamW with warm-up and linear decay'}) "
+        f"({optimizer_note}) "
         "and a **fresh teacher-logit cache** (a new `KD_CACHE_DIR`), so its one-off teacher pass and its "
         "tokenisation are inside its clock.\n\n"
         "*End to end* = from tokenisation to the end of the last epoch, every epoch's training and validation "
@@ -103,7 +103,7 @@ def section_training(train: dict | None, profile: dict | None) -> str:
     head = ["loop", "epoch 1 samples/s (train only)", "teacher pass s", "end to end s", "end to end samples/s",
             "valid acc per epoch", "test accuracy (rows)", "process wall s", "peak RSS MB"]
     rows = []
-    for name, r in runs.items():
+    for r in runs.values():
         rows.append([r["loop"], f"{f(r['epoch1_samples_per_s'])} ({f(r['epoch1_train_samples_per_s'])})",
                      f(r.get("teacher_seconds")) if r.get("teacher_seconds") is not None else "every step",
                      f(r["end_to_end_seconds"]), f(r["end_to_end_samples_per_s"]),
@@ -198,7 +198,7 @@ def section_profile(p: dict, train: dict | None) -> str:
                    f"{pct(t['distill_core_valid_padding_waste_if_sorted'])}). Timed on {exp['rows']:,} training rows, "
                    f"the teacher pass takes {exp['seconds']['dataset_order']:.1f} s in dataset order and "
                    f"{exp['seconds']['length_sorted']:.1f} s length-sorted ({exp['speedup_if_sorted']:.2f}x). "
-                   "These measurements predate the fix: `evaluate.predict_logits` and `train._validate` now batch "
+                   "These measurements predate the fix: `evaluate.predict_logits` and `loop.validate` now batch "
                    "rows sorted by length (results returned in dataset order), removing most of that padding; the "
                    "tables above were not re-measured after it, so they understate distill_core.\n")
     if train and train["runs"].get("distill_core", {}).get("teacher_seconds") is not None:
@@ -226,9 +226,10 @@ def section_inference(speed: dict | None, acc: dict | None) -> str:
     s = speed["settings"]
     out.append(f"`distill_core.bench.benchmark_model`: synthetic full-length inputs (no padding shortcut), "
                f"warm-up passes: {s['warmup']}; timed passes: at least {s['repeats']} and at least "
-               f"{s['min_seconds']:g} s of them per cell, {s['threads']} threads, `torch.inference_mode`. bf16 = weights cast "
-               "to bfloat16; int8 = dynamic quantization of every Linear. The seed pair is built from the Hub "
-               "configs with random weights (the Hub is unreachable here; speed does not depend on weight values).\n")
+               f"{s['min_seconds']:g} s of them per cell, {s['threads']} threads, `torch.inference_mode`. "
+               "bf16 = weights cast to bfloat16; int8 = dynamic quantization of every Linear. "
+               "The seed pair is built from the Hub configs with random weights "
+               "(the Hub is unreachable here; speed does not depend on weight values).\n")
     rows = speed["rows"]
     precisions = s["precisions"]
     for name, info in speed["models"].items():
@@ -361,7 +362,8 @@ def section_roofline(speed: dict | None) -> str:
              for m in speed["models"] if (m, "bf16") in by_model and (m, "fp32") in by_model]
     if best32 and best16 and gains:
         out.append(
-            f"At fp32 the large shapes come close to the machine: up to {pct(best32['gflops_per_s'] / peaks['fp32'], 0)}"
+            "At fp32 the large shapes come close to the machine: up to "
+            f"{pct(best32['gflops_per_s'] / peaks['fp32'], 0)}"
             f" of the fp32 matmul peak ({best32['model']}, 64 x 150) — a BERT forward is mostly big matmuls, and fp32 "
             f"GEMM is what these cores do best. At bf16 the same shapes run {min(gains):.1f}-{max(gains):.1f}x faster "
             f"than fp32 yet reach only up to "
@@ -378,6 +380,11 @@ def section_roofline(speed: dict | None) -> str:
     return "\n".join(out)
 
 
+def _flag(words: list[str], name: str) -> str:
+    """The value after `name` in a split command line, or "?" when the flag is absent."""
+    return words[words.index(name) + 1] if name in words[:-1] else "?"
+
+
 def section_memory(mem: dict | None) -> str:
     out = ["## 4. Memory (peak resident set)\n"]
     if not mem:
@@ -392,10 +399,9 @@ def section_memory(mem: dict | None) -> str:
                      f(d["wall_s"], 0)])
     for ref in mem.get("reference_runs", []):
         words = (ref.get("command") or "").split()
-        flag = lambda name: words[words.index(name) + 1] if name in words[:-1] else "?"  # noqa: E731
-        scope = "all training rows" if "--train-samples" not in words else f"{flag('--train-samples')} rows"
-        body.append([f"offline reference run `{Path(ref['log']).stem}` ({scope}, {flag('--epochs')} epochs, batch "
-                     f"{flag('--batch-size')}; command in `{ref['log']}`)",
+        scope = "all training rows" if "--train-samples" not in words else f"{_flag(words, '--train-samples')} rows"
+        body.append([f"offline reference run `{Path(ref['log']).stem}` ({scope}, {_flag(words, '--epochs')} epochs, "
+                     f"batch {_flag(words, '--batch-size')}; command in `{ref['log']}`)",
                      f(ref["peak_rss_mb"], 0), "`/usr/bin/time -v` (chain log)", ref.get("wall")])
     a = mem.get("app")
     if a:

@@ -34,7 +34,7 @@ import platform
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "torch_version": torch.__version__, "transformers_version": transformers.__version__,
                     "python_version": platform.python_version()},
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "num_labels": num_labels,
         "n_train": len(train_set),
         "n_valid": len(valid_set),

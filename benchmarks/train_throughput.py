@@ -31,9 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import AG_NEWS, REPO, header, offline_env, require_offline_models, run_child, write_result  # noqa: E402
+from _common import AG_NEWS, REPO, header, offline_env, require_offline_models, run_child, write_result
 
 EVALUATING_PHASE = "evaluating the best checkpoint on the test split"
 
@@ -140,7 +138,7 @@ def run_distill_core(args: argparse.Namespace, teacher: Path, work: Path, *, bf1
     span_end = first("phase", EVALUATING_PHASE)["t"]
     epochs = [m for m in marks if m["kind"] == "epoch"]
     steps_per_epoch = start["steps_per_epoch"]
-    epoch1_last_step = [m for m in marks if m["kind"] == "step" and m["step"] == steps_per_epoch][0]["t"]
+    epoch1_last_step = next(m for m in marks if m["kind"] == "step" and m["step"] == steps_per_epoch)["t"]
     n_train = start["train_examples"]
     trained = n_train * len(epochs)
     split_sizes = config["provenance"]["split_sizes"]

@@ -12,14 +12,13 @@ than are idle: with the cores oversubscribed (e.g. beside a training run) OpenMP
 and a 2-thread MiniLM forward was measured 13x slower than on the idle machine, while 1 thread degraded
 gracefully.
 
-Precisions (see ``prepare_for_precision``) change the numbers the model computes, so a speed-up is only worth
+Precisions (see ``precision.prepare_for_precision``) change the numbers the model computes, so a speed-up is only worth
 having if accuracy holds: measure accuracy on the validation/test split for every precision you intend to
 ship, with the model returned by ``prepare_for_precision`` (the exact object that was timed here).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 import inspect
 import io
@@ -27,28 +26,23 @@ import math
 import os
 import platform
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from distill_core.errors import UserError
+from distill_core.precision import PRECISIONS, ContextFactory, prepare_for_precision
 
 __all__ = [
-    "PRECISIONS",
     "BenchSettings",
     "benchmark_model",
     "forward_flops",
     "machine_info",
     "matmul_peak_gflops",
-    "prepare_for_precision",
 ]
-
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
-
-ContextFactory = Callable[[], contextlib.AbstractContextManager[Any]]
 
 # The CPU features that decide whether bf16/int8 can be faster than fp32; recorded so a result can be explained.
 _INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
@@ -91,69 +85,6 @@ class BenchSettings:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# precisions
-
-
-def prepare_for_precision(model: torch.nn.Module, precision: str) -> tuple[torch.nn.Module, ContextFactory]:
-    """Return ``(model, context_factory)`` for running ``model`` at ``precision`` on CPU.
-
-    Run every forward pass as ``with context_factory(): model(**inputs)`` under ``torch.inference_mode()``. The
-    benchmark, the Playground, evaluation and export all go through this function, so the precision that was
-    measured fast is exactly the one that is served and scored. The returned model is in eval mode and its
-    logits are float32 whatever the precision.
-
-    - ``fp32``: the model itself (put in eval mode; not copied).
-    - ``bf16``: a deep copy with every weight cast to bfloat16. We also tried ``torch.autocast("cpu",
-      dtype=torch.bfloat16)`` around the fp32 model; casting the model was faster at every shape we measured
-      (MiniLM-L6, 2 threads, AVX512-BF16/AMX Xeon: 1x32 8.0 vs 13.1 ms, 8x64 26-29 vs 35-43 ms, 64x150 532 vs
-      613 ms; fp32 14.2 / 68-75 / 1595 ms) because autocast re-casts every fp32 weight to bf16 on each call
-      (its cast cache lives only inside one autocast region), while a cast model reads half the bytes and casts
-      nothing. Autocast on top of a cast model brought nothing. The cost is that LayerNorm parameters and the
-      residual stream are also bf16 (8-bit mantissa) rather than fp32, so accuracy must be measured.
-      A forward hook casts the logits back to float32 so callers can use ``.numpy()`` and compare with fp32.
-      On CPUs without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and usually slower than fp32.
-    - ``int8``: dynamic quantization of every ``nn.Linear`` (weights int8 per tensor, activations quantized
-      on the fly per batch), on a copy. Embeddings, LayerNorm and attention score matmuls stay fp32.
-
-    Accuracy must be measured for each precision: bf16 and int8 change the logits. A check on MiniLM-L6 with a
-    linear head fitted on 1,500 AG News texts, scored on 1,000 test texts: fp32 84.0%, bf16 cast 83.5% (99.5%
-    agreement with fp32), bf16 autocast 83.9% (99.7%), int8 81.4% (93.8%). Small students can lose points
-    to int8; a speed-up only counts where the accuracy on the validation split holds.
-    """
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return model.eval(), contextlib.nullcontext
-    if precision == "bf16":
-        cast = copy.deepcopy(model).to(torch.bfloat16).eval()
-        cast.register_forward_hook(_logits_to_float32)
-        return cast, contextlib.nullcontext
-    return _quantize_dynamic_int8(model), contextlib.nullcontext
-
-
-def _logits_to_float32(module: torch.nn.Module, args: Any, output: Any) -> Any:
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor) and logits.dtype != torch.float32:
-        output.logits = logits.float()  # ModelOutput keeps attribute and mapping views in sync
-        return output
-    if isinstance(output, torch.Tensor) and output.is_floating_point() and output.dtype != torch.float32:
-        return output.float()
-    return output
-
-
-def _quantize_dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
-    # torch 2.13 marks torch.ao.quantization deprecated in favour of torchao's quantize_, but torchao is not a
-    # dependency here and quantize_dynamic still works (and is still the fast fbgemm/x86 path for Linear). The
-    # warnings are silenced only around this call so they cannot hide anything else. inplace=False deep-copies,
-    # so the caller's model (possibly shared through st.cache_resource) is left untouched.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*torch\.ao\.quantization is deprecated", DeprecationWarning)
-        warnings.filterwarnings("ignore", r".*quantized tensor creation functions.*deprecated", UserWarning)
-        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
-    return quantized.eval()
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # analytic cost and machine peak
 
 
@@ -175,8 +106,8 @@ def forward_flops(config: Any, batch_size: int, seq_len: int) -> float:
     layers = _config_int(config, "num_hidden_layers", "n_layers")
     intermediate = _config_int(config, "intermediate_size", "hidden_dim")
     labels = int(getattr(config, "num_labels", 2))
-    b, l = float(batch_size), float(seq_len)
-    per_layer = 2 * b * l * (4 * hidden**2 + 2 * hidden * intermediate) + 4 * b * l**2 * hidden
+    b, length = float(batch_size), float(seq_len)
+    per_layer = 2 * b * length * (4 * hidden**2 + 2 * hidden * intermediate) + 4 * b * length**2 * hidden
     head = 2 * b * hidden**2 + 2 * b * hidden * labels
     return layers * per_layer + head
 
@@ -218,6 +149,7 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat
 def machine_info() -> dict[str, Any]:
     """What a benchmark result depends on: CPU model and features, core counts, torch threads and version, date."""
     cpu_model, flags = _cpu_model_and_flags()
+    usable_cores: int | None  # os.cpu_count() may not know
     try:
         usable_cores = len(os.sched_getaffinity(0))  # respects taskset/cgroup cpusets, unlike cpu_count
     except AttributeError:
@@ -231,12 +163,13 @@ def machine_info() -> dict[str, Any]:
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "platform": platform.platform(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
 def _cpu_model_and_flags() -> tuple[str, set[str]]:
-    model, flags = "", set()
+    model = ""
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
             for line in cpuinfo:

@@ -7,11 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .config import DataConfig, TrainConfig
+from .cli_args import build_parser, config_from_args, data_config_from_args, teacher_stage_from_args
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .train import Prepared
 
 EXIT_USAGE = 2
 
@@ -23,9 +27,11 @@ class ProgressPrinter:
     """Turns engine events into tqdm bars with an ETA (on stderr, so stdout stays machine-readable)."""
 
     def __init__(self, quiet: bool = False):
-        self.quiet, self.bar, self.bar_name = quiet, None, None
+        self.quiet = quiet
+        self.bar: Any = None  # the open tqdm bar
+        self.bar_name: str | None = None
 
-    def _bar(self, name: str, total: int, unit: str):
+    def _bar(self, name: str, total: int | None, unit: str):
         from tqdm.auto import tqdm
 
         if self.bar_name != name:
@@ -69,147 +75,21 @@ class ProgressPrinter:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# arguments
-
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="Hub dataset id, folder with train/test files, or a file")
-    parser.add_argument("--text-column", default="text", help="text column; join several with + (title+body)")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--valid-fraction", type=float, default=0.2)
-    parser.add_argument("--train-samples", type=int, default=None, help="stratified subsample of train")
-    parser.add_argument("--eval-samples", type=int, default=None, help="stratified subsample of valid/test")
-    parser.add_argument("--max-length", type=int, default=150, help="truncation limit (padding is dynamic)")
-
-
-def _add_train_args(parser: argparse.ArgumentParser, mode: str) -> None:
-    _add_data_args(parser)
-    parser.add_argument("--out", required=True, help="run folder to create, e.g. runs/my-run")
-    defaults = TrainConfig(mode=mode, data=DataConfig(source="x"), student="x")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--lr", type=float, default=None,
-                        help=f"peak learning rate (default {defaults.lr}; the seed recipe)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--optimizer", choices=["adamw", "adam"], default=defaults.optimizer,
-                        help="adamw: warm-up + linear decay; adam: the seed's constant-rate Adam")
-    parser.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--dropout", type=float, default=None,
-                        help="student dropout override (distill default 0.3, as in the seed)")
-    parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience; 0 = off")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size)
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
-    parser.add_argument("--log-every", type=int, default=defaults.log_every_steps, help="steps between step events")
-    parser.add_argument("--no-teacher-cache", action="store_true", help="recompute teacher logits")
-    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
-                        help="autocast for training (accelerate); default: accelerate's config")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distill_core", description="KD Studio: knowledge distillation "
-                                     "of transformer text classifiers")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    finetune = commands.add_parser("finetune", help="fine-tune a model on labels (e.g. to make a teacher)")
-    finetune.add_argument("--model", required=True, help="model spec: Hub id, folder, bundled:minilm-l6")
-    _add_train_args(finetune, "finetune")
-
-    distill = commands.add_parser("distill", help="distil a teacher into a student")
-    distill.add_argument("--teacher", help="fine-tuned teacher spec")
-    distill.add_argument("--student", help="student spec: Hub id, folder, truncate:N, config:L<n>-H<h>")
-    distill.add_argument("--temperature", type=float, default=2.0)
-    distill.add_argument("--alpha", type=float, default=0.5, help="weight of the label loss; 1 = labels only")
-    distill.add_argument("--loss", choices=["kl", "mse"], default="kl", help="KD term")
-    distill.add_argument("--config", type=Path, help="run a config.json (other options are then ignored)")
-    _add_train_args(distill, "distill")
-    for action in distill._actions:  # --config replaces the required options
-        if action.dest in ("data", "out"):
-            action.required = False
-
-    evaluate = commands.add_parser("evaluate", help="test metrics of a model")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--reference", help="a second model spec (e.g. the teacher) to measure agreement with")
-    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="test")
-    evaluate.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
-    evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--seed", type=int, default=42, help="seed of the validation split")
-    evaluate.add_argument("--out", type=Path, help="write the metrics JSON here")
-    evaluate.add_argument("--quiet", action="store_true")
-    _add_data_args(evaluate)
-
-    bench = commands.add_parser("benchmark", help="CPU latency and throughput")
-    bench.add_argument("--model", action="append", required=True, help="model spec (repeat for several)")
-    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
-    bench.add_argument("--seq-lens", type=int, nargs="+", default=[32, 64, 150])
-    bench.add_argument("--precision", nargs="+", choices=["fp32", "bf16", "int8"], default=["fp32"])
-    bench.add_argument("--threads", type=int, default=None)
-    bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--repeats", type=int, default=10)
-    bench.add_argument("--out", type=Path)
-    bench.add_argument("--quiet", action="store_true")
-
-    push = commands.add_parser("push", help="upload a finished run's model with a model card")
-    push.add_argument("--run", required=True, type=Path)
-    push.add_argument("--repo-id", required=True, help="USER/NAME on the Hugging Face Hub")
-    push.add_argument("--private", action="store_true")
-
-    resume = commands.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch")
-    resume.add_argument("--run", required=True, type=Path, help="the run folder, e.g. runs/NAME")
-    resume.add_argument("--quiet", action="store_true")
-
-    export = commands.add_parser("export", help="save a trained model at fp32, bf16 or int8 for serving")
-    export.add_argument("--model", required=True, help="trained model: run folder, model folder or Hub id")
-    export.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="bf16",
-                        help="bf16: bfloat16 safetensors; int8: fp32 weights + a hint to quantize at load time")
-    export.add_argument("--out", required=True, type=Path, help="new (or empty) folder to write")
-
-    worker = commands.add_parser("worker", help="(internal) run a queued run folder; used by the dashboard")
-    worker.add_argument("--run-dir", required=True, type=Path)
-
-    listing = commands.add_parser("list", help="list runs in the run store")
-    listing.add_argument("--runs-dir", type=Path, default=None)
-    return parser
-
-
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
-    data = DataConfig(source=args.data, text_column=args.text_column, label_column=args.label_column,
-                      valid_fraction=args.valid_fraction, train_samples=args.train_samples,
-                      eval_samples=args.eval_samples, max_length=args.max_length)
-    common = dict(data=data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                  warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, seed=args.seed,
-                  patience=args.patience or None, eval_batch_size=args.eval_batch_size, max_steps=args.max_steps,
-                  log_every_steps=args.log_every, teacher_cache=not args.no_teacher_cache)
-    if args.lr is not None:
-        common["lr"] = args.lr
-    if args.command == "finetune":
-        return TrainConfig(mode="finetune", student=args.model, dropout=args.dropout, **common)
-    if not args.teacher or not args.student:
-        raise UserError("distill needs --teacher and --student (or --config runs/NAME/config.json)")
-    return TrainConfig(mode="distill", student=args.student, teacher=args.teacher, temperature=args.temperature,
-                       alpha=args.alpha, kd_loss=args.loss, dropout=0.3 if args.dropout is None else args.dropout,
-                       **common)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # commands
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from . import runs
+    from . import runs, storage
     from .config import load_train_config
-    from .train import execute, make_accelerator, prepare, run_record
+    from .train import make_accelerator, prepare, run_record
 
     if getattr(args, "config", None):
         config = load_train_config(args.config)
         out = args.out or args.config.parent
     else:
-        config = _config_from_args(args)
+        config = config_from_args(args)
         out = Path(args.out)
     config.validate()
-    out = Path(out)
-    if getattr(args, "out", None) and ".." in Path(args.out).parts:
-        # runs/../../etc/x would write wherever the '..' lead; the name check alone sees only the last part.
-        raise UserError(f"--out {args.out!r} contains '..': give the run folder as runs/NAME or an absolute path")
+    out = _out_folder(args.out) if getattr(args, "out", None) else Path(out)
     root, name = out.parent, out.name
     name = runs.sanitize_run_name(name)
     existing_config = getattr(args, "config", None) and Path(args.config).resolve().parent == out.resolve()
@@ -225,15 +105,67 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     prepared = prepare(config, on_event=progress)  # every bad-input check happens before the folder exists
     if accelerator.is_main_process:
         if existing_config:
-            runs.write_json_atomic(out / "config.json", run_record(prepared))
+            storage.write_json_atomic(out / runs.CONFIG_FILE, run_record(prepared))
         else:
             runs.create_run(root, name, run_record(prepared))
     accelerator.wait_for_everyone()
+    return _execute(prepared, out, progress, accelerator=accelerator)
+
+
+def _execute(prepared: Prepared, run_dir: Path, progress: ProgressPrinter, **options: Any) -> dict[str, Any]:
+    """train.execute with the bars of ``progress`` (closed however the run ends) -> the run's summary."""
+    from .train import execute
+
     try:
-        result = execute(prepared, out, accelerator=accelerator, on_event=progress)
+        result = execute(prepared, run_dir, on_event=progress, **options)
     finally:
         progress.close()
-    summary = {"run": str(out), "state": result["state"], "epochs_done": result["epochs_done"],
+    return _run_summary(run_dir, result)
+
+
+def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """A run folder created by the dashboard or `pipeline --background` (config.json + status queued) -> trained
+    in this process; then what waits on it starts."""
+    from .pipeline import run_worker
+
+    return run_worker(args.run_dir)
+
+
+def _out_folder(out: str) -> Path:
+    """--out as a run folder whose parent is the runs folder. runs/../../etc/x would write wherever the '..'
+    lead (the name check alone sees only the last part), so '..' is refused."""
+    if ".." in Path(out).parts:
+        raise UserError(f"--out {out!r} contains '..': give the run folder as runs/NAME or an absolute path")
+    return Path(out)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    from . import pipeline, runs
+
+    distill_config = config_from_args(args)
+    distill_config.validate()
+    stage = teacher_stage_from_args(args)  # --base etc., or the --preset's teacher stage
+    teacher_config = pipeline.teacher_stage_config(distill_config, stage.base, epochs=stage.epochs, lr=stage.lr)
+    out = _out_folder(args.out)
+    root, name = out.parent, runs.sanitize_run_name(out.name)
+    if args.background:
+        started = pipeline.start_pipeline(root, name, teacher_config, distill_config, created_by="cli")
+        return {**started.as_dict(), "teacher_run": str(started.runs[0]), "distill_run": str(started.runs[1])}
+    progress = ProgressPrinter(args.quiet)
+    try:
+        results = pipeline.run_pipeline_here(root, name, teacher_config, distill_config, on_event=progress)
+    finally:
+        progress.close()
+    teacher_name, distill_name = pipeline.stage_names(name)
+    # A teacher stage that did not finish leaves one result: the distill stage never ran (hence strict=False).
+    stages = [_run_summary(root.resolve() / run_name, result)
+              for run_name, result in zip((teacher_name, distill_name), results, strict=False)]
+    return {"runs": stages, "state": stages[-1]["state"] if len(stages) == 2 else "cancelled"}
+
+
+def _run_summary(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """What finetune, distill, resume and pipeline print for a run: state, epochs, accuracies."""
+    summary = {"run": str(run_dir), "state": result["state"], "epochs_done": result["epochs_done"],
                "best_valid_accuracy": result["best_valid_accuracy"]}
     if result["eval"]:
         summary["test_accuracy"] = result["eval"]["student"]["accuracy"]
@@ -243,43 +175,14 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
-    """A run folder created by the dashboard (config.json + status queued) -> trained in this process."""
-    from . import jobs, runs
-    from .config import load_train_config
-    from .train import execute, prepare
-
-    run_dir = args.run_dir
-    try:
-        config = load_train_config(run_dir / "config.json")
-        runs.set_status(run_dir, "running", pid=__import__("os").getpid(), phase="preparing")
-        prepared = prepare(config)
-        result = execute(prepared, run_dir)
-    except UserError as exc:
-        runs.set_status(run_dir, "failed", error=str(exc))
-        raise
-    except Exception as exc:
-        # execute() has recorded failures of training itself; this catches the rest (e.g. a model that fails to
-        # load with an unexpected error), which would otherwise read as 'interrupted' once this process is gone.
-        if runs.read_status(run_dir).get("state") not in runs.TERMINAL_STATES:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {first_line}")
-        raise
-    finally:
-        try:
-            jobs.start_queued(run_dir.parent)  # hand the freed slot to the next queued run
-        except Exception:  # the scheduler is best-effort here; the UI also starts queued runs on each poll
-            pass
-    return {"run": str(run_dir), "state": result["state"]}
-
-
 def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     from . import runs
+    from .checkpoints import read_checkpoint_state
     from .config import load_train_config
-    from .train import execute, prepare, read_checkpoint_state
+    from .train import prepare
 
     run_dir = args.run
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / runs.CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.json): see `python -m distill_core list`")
     status = runs.read_status(run_dir)
     if status.get("state") in ("running", "queued"):
@@ -289,32 +192,21 @@ def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     if read_checkpoint_state(run_dir) is None:
         raise UserError(f"run {run_dir} has no checkpoint (it stopped before its first epoch ended): start a new "
                         "run instead")
-    config = load_train_config(run_dir / "config.json")
+    config = load_train_config(run_dir / runs.CONFIG_FILE)
     progress = ProgressPrinter(args.quiet)
     prepared = prepare(config, on_event=progress)
     runs.clear_stop(run_dir)
-    try:
-        result = execute(prepared, run_dir, on_event=progress, resume=True)
-    finally:
-        progress.close()
-    summary = {"run": str(run_dir), "state": result["state"], "epochs_done": result["epochs_done"],
-               "best_valid_accuracy": result["best_valid_accuracy"]}
-    if result["eval"]:
-        summary["test_accuracy"] = result["eval"]["student"]["accuracy"]
-    return summary
+    return _execute(prepared, run_dir, progress, resume=True)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .inference import evaluate_spec
 
-    data = DataConfig(source=args.data, text_column=args.text_column, label_column=args.label_column,
-                      valid_fraction=args.valid_fraction, train_samples=args.train_samples,
-                      eval_samples=args.eval_samples, max_length=args.max_length)
-    report = evaluate_spec(args.model, data, split=args.split, reference=args.reference, seed=args.seed,
-                           precision=args.precision, batch_size=args.batch_size,
+    report = evaluate_spec(args.model, data_config_from_args(args), split=args.split, reference=args.reference,
+                           seed=args.seed, precision=args.precision, batch_size=args.batch_size,
                            on_event=ProgressPrinter(args.quiet))
     if args.out:
-        from .runs import write_json_atomic
+        from .storage import write_json_atomic
 
         write_json_atomic(args.out, report)
     return report
@@ -327,7 +219,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                            precisions=args.precision, threads=args.threads, warmup=args.warmup,
                            repeats=args.repeats, on_event=ProgressPrinter(args.quiet))
     if args.out:
-        from .runs import write_json_atomic
+        from .storage import write_json_atomic
 
         write_json_atomic(args.out, {"rows": rows})
     return {"rows": rows}
@@ -352,9 +244,9 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs.list_runs(args.runs_dir or runs.runs_root())}
 
 
-COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "evaluate": _cmd_evaluate,
-            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume, "list": _cmd_list,
-            "export": _cmd_export}
+COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipeline, "evaluate": _cmd_evaluate,
+            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume,
+            "list": _cmd_list, "export": _cmd_export}
 
 
 def _quiet_libraries() -> None:
@@ -381,3 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def entry() -> None:
+    """The `kd-studio` console script (pyproject.toml)."""
+    sys.exit(main())

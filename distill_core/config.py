@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import UserError
 
@@ -19,17 +19,31 @@ MODES = ("finetune", "distill")
 KD_LOSS_NAMES = ("kl", "mse")
 OPTIMIZERS = ("adamw", "adam")
 
+_T = TypeVar("_T")
+
+
+def _setting(default: _T, help_text: str) -> _T:
+    """A field with a default and its one line of help, shown beside its dashboard widget and in its CLI flag's
+    --help (typed like dataclasses.field: as the default's type, so type checkers see a field with a default)."""
+    return field(default=default, metadata={"help": help_text})
+
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str                       # Hub id, folder with train.*/test.*, or a single file (then split)
-    text_column: str = "text"         # or a list of columns joined with a space, written "title+description"
-    label_column: str = "label"
-    valid_fraction: float = 0.2       # carved from train, seeded and stratified (seed recipe)
-    test_fraction: float = 0.2        # only for a single file without a test split
-    train_samples: int | None = None  # stratified subsample of train after the split (quick runs)
-    eval_samples: int | None = None   # stratified subsample of validation and test
-    max_length: int = 150             # truncation limit; padding is dynamic per batch
+    # Each field's "help" is the one line shown beside its dashboard widget and in its CLI flag's --help.
+    source: str = field(metadata={
+        "help": "Hub dataset id, a folder with train/test files, or one file (then split into train/test)."})
+    text_column: str = _setting("text", "Column holding the text; join several with + (e.g. title+description).")
+    label_column: str = _setting("label", "Column holding the class (integer ids or names).")
+    valid_fraction: float = _setting(
+        0.2, "Share of the training rows held out for validation (seeded, stratified; seed: 0.2).")
+    test_fraction: float = _setting(
+        0.2, "Only for a single file without a test split: share held out as the test split.")
+    # The UI and the CLI take 0 for "unset" (None) in the optional counts below; a config.json holds null.
+    train_samples: int | None = _setting(None, "Use a stratified subsample of this many training rows (0 = all rows).")
+    eval_samples: int | None = _setting(
+        None, "Use a stratified subsample of this many validation and test rows (0 = all rows).")
+    max_length: int = _setting(150, "Truncation limit in tokens; batches are padded only to their longest row.")
 
     def validate(self) -> None:
         _check_types(self)
@@ -51,27 +65,32 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    mode: str                         # "finetune" (labels only) | "distill" (teacher + labels)
-    data: DataConfig
-    student: str                      # model spec of the model being trained (see models.py for the grammar)
-    teacher: str | None = None        # model spec of the teacher; required for distill
-    temperature: float = 2.0          # softens both distributions in the KD term
-    alpha: float = 0.5                # weight of the CE (label) term; 1 - alpha weights the KD term
-    kd_loss: str = "kl"               # "kl": T^2 * KL(teacher || student); "mse": MSE on logits
-    epochs: int = 5
-    lr: float = 2e-5                  # peak learning rate
-    batch_size: int = 64
-    optimizer: str = "adamw"          # "adamw": warm-up + linear decay; "adam": the seed's constant-lr Adam
-    warmup_ratio: float = 0.1         # fraction of all steps spent warming up (adamw only)
-    weight_decay: float = 0.01        # adamw only; not applied to biases and LayerNorm weights
-    dropout: float | None = 0.3       # student dropout override (seed: 0.3); None keeps the model's own
-    patience: int | None = 2          # early stopping: epochs without a better valid_accuracy; None = off
-    seed: int = 42
-    eval_batch_size: int = 128        # inference only, so it can be larger than the training batch
-    log_every_steps: int = 10         # step events written to metrics.jsonl
-    max_steps: int | None = None      # stop after this many optimiser steps (smoke tests, time-boxed runs)
-    teacher_cache: bool = True        # reuse teacher logits cached by (teacher, example id, max length)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. the UI preset used)
+    mode: str = field(metadata={"help": "finetune: train on the labels only; distill: learn from a teacher too."})
+    data: DataConfig = field(metadata={"help": "Where the rows come from and how they are split and cut."})
+    student: str = field(metadata={
+        "help": "Model spec of the model being trained: Hub id, folder, bundled:NAME, or (from the teacher) "
+                "truncate:N or config:L<n>-H<h>."})
+    teacher: str | None = _setting(None, "Model spec of the fine-tuned teacher classifier (required for distill).")
+    temperature: float = _setting(2.0, "Softens teacher and student distributions in the KD term (seed: 2).")
+    alpha: float = _setting(0.5, "Weight of the label (CE) loss; 1 - alpha weights the teacher (KD) loss (seed: 0.5).")
+    kd_loss: str = _setting("kl", "kl: T^2 * KL(teacher || student) on softened outputs; mse: squared error on logits.")
+    epochs: int = _setting(5, "Passes over the training rows (seed: 5); early stopping may end sooner.")
+    lr: float = _setting(2e-5, "Peak learning rate (seed: 2e-5; small students and short runs like 1e-4).")
+    batch_size: int = _setting(64, "Training examples per optimiser step (seed: 64).")
+    optimizer: str = _setting("adamw", "adamw: warm-up + linear decay; adam: the seed recipe's constant-rate Adam.")
+    warmup_ratio: float = _setting(0.1, "Share of all steps spent warming the learning rate up (adamw only).")
+    weight_decay: float = _setting(0.01, "Decoupled weight decay, not applied to biases and LayerNorm (adamw only).")
+    # None keeps the model's own dropout (what a teacher fine-tune uses).
+    dropout: float | None = _setting(0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.")
+    patience: int | None = _setting(2, "Stop after this many epochs without a better validation accuracy (0 = never).")
+    seed: int = _setting(42, "Seeds the split, the subsample, the student head and the batch order.")
+    # Inference keeps no activations for the backward pass, so its batches can be larger than training's.
+    eval_batch_size: int = _setting(128, "Batch size for validation, test and teacher logits (inference only).")
+    log_every_steps: int = _setting(10, "A step point (loss, throughput) is written every this many steps.")
+    max_steps: int | None = _setting(None, "Stop after this many optimiser steps (0 = no limit); for time-boxed runs.")
+    teacher_cache: bool = _setting(True, "Reuse teacher logits computed by earlier runs on the same examples.")
+    extra: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Free-form notes saved with the run, e.g. the preset used."})
 
     def validate(self) -> None:
         if not isinstance(self.data, DataConfig):
@@ -178,3 +197,25 @@ def _reject_unknown(raw: dict[str, Any], cls: type, where: str) -> None:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserError(f"unknown {where} keys {unknown}: known keys are {sorted(known)}")
+
+
+def _fields_by_name() -> dict[str, dataclasses.Field]:
+    # The two dataclasses share no field name (a test checks), so one flat namespace serves the UI and the CLI.
+    return {f.name: f for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
+
+
+# One line of help for every setting, shown next to its widget and its CLI flag; the dataclass fields own the text.
+FIELD_HELP: dict[str, str] = {name: f.metadata["help"] for name, f in _fields_by_name().items()}
+
+
+def config_field(name: str) -> dataclasses.Field:
+    """The DataConfig or TrainConfig field called ``name`` (its type, default and help)."""
+    try:
+        return _fields_by_name()[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a DataConfig or TrainConfig field") from None
+
+
+def help_for(name: str) -> str:
+    """The one line of help of setting ``name``: the same words beside its widget and in its CLI flag's help."""
+    return config_field(name).metadata["help"]

@@ -1,4 +1,5 @@
-"""Data sources -> `DatasetDict(train, validation, test)` with `example_id`, `text`, `label`; tokenisation; batching.
+"""Data sources -> `DatasetDict(train, validation, test)` with `example_id`, `text`, `label` (tokenisation and
+batching: batching.py).
 
 A source is a Hub dataset id (`ag_news`), a folder with `train.*` / `test.*`, or one file (then split). Files are
 read with pandas so that every malformed input gets a specific message; the result becomes a `datasets.Dataset`.
@@ -11,17 +12,17 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .config import DataConfig
 from .errors import UserError
+from .specs import is_hub_id
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 MAX_TEXT_CHARS = 100_000        # a longer cell is almost surely a broken file; tokenising it would stall the run
-HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DATA_DIR_ENV = "KD_DATA_DIR"    # folder of named local datasets: `--data ag_news` -> $KD_DATA_DIR/ag_news
 MAX_UNNAMED_CLASSES = 1_000     # without classes.txt ids 0..max become names; a stray huge id must not make 1e9
 
@@ -40,7 +41,7 @@ class LoadedData:
 # ----------------------------------------------------------------------------------------------------------------
 # reading files
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     """Read one file into a DataFrame of strings/numbers, turning every parser failure into a UserError."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -104,7 +105,7 @@ def _read_ag_news_release(path: Path) -> pd.DataFrame:
     return frame[["text", "label"]]
 
 
-def _find_split_file(folder: Path, split: str) -> Path | None:
+def find_split_file(folder: Path, split: str) -> Path | None:
     found = sorted(p for p in folder.iterdir() if p.stem == split and p.suffix.lower() in SUPPORTED_SUFFIXES)
     if len(found) > 1:
         raise UserError(f"{folder} has several {split} files ({', '.join(p.name for p in found)}): keep one")
@@ -129,7 +130,7 @@ def _read_classes_file(folder: Path) -> list[str] | None:
 # ----------------------------------------------------------------------------------------------------------------
 # columns and labels
 
-def _select_text(frame: pd.DataFrame, text_column: str, where: str) -> pd.Series:
+def select_text(frame: pd.DataFrame, text_column: str, where: str) -> pd.Series:
     """`text_column` may join several columns: "title+description"."""
     names = [name.strip() for name in text_column.split("+")]
     missing = [name for name in names if name not in frame.columns]
@@ -192,7 +193,7 @@ def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] 
     if cfg.label_column not in frame.columns:
         raise UserError(f"{where}: no label column {cfg.label_column!r}; columns are "
                         f"{list(map(str, frame.columns))}: set --label-column to one of them")
-    text = _select_text(frame, cfg.text_column, where)
+    text = select_text(frame, cfg.text_column, where)
     _check_texts(text, where)
     labels = _labels_to_ids(frame[cfg.label_column], label_names, where, cfg.label_column)
     return text.tolist(), labels
@@ -201,12 +202,12 @@ def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] 
 # ----------------------------------------------------------------------------------------------------------------
 # sources
 
-def _resolve_local(source: str) -> Path | None:
+def resolve_local(source: str) -> Path | None:
     path = Path(source).expanduser()
     if path.exists():
         return path
     named_root = os.environ.get(DATA_DIR_ENV)
-    if named_root and HUB_ID_PATTERN.match(source) and (Path(named_root) / source).exists():
+    if named_root and is_hub_id(source) and (Path(named_root) / source).exists():
         return Path(named_root) / source
     return None
 
@@ -214,7 +215,7 @@ def _resolve_local(source: str) -> Path | None:
 def _load_local(path: Path, cfg: DataConfig, seed: int) -> tuple[dict[str, tuple[list[str], np.ndarray]],
                                                                    list[str], str]:
     if path.is_dir():
-        train_file, test_file = _find_split_file(path, "train"), _find_split_file(path, "test")
+        train_file, test_file = find_split_file(path, "train"), find_split_file(path, "test")
         if train_file is None:
             raise UserError(f"{path} has no train file: expected train.csv, train.jsonl, train.json or "
                             "train.parquet (and optionally test.*)")
@@ -223,7 +224,7 @@ def _load_local(path: Path, cfg: DataConfig, seed: int) -> tuple[dict[str, tuple
     else:
         classes = _read_classes_file(path.parent)
         files = {"train": path}
-    rows = {split: _frame_to_rows(_read_table(file), cfg, classes, file.name) for split, file in files.items()}
+    rows = {split: _frame_to_rows(read_table(file), cfg, classes, file.name) for split, file in files.items()}
     label_names = classes or [str(i) for i in range(int(max(r[1].max() for r in rows.values())) + 1)]
     return rows, label_names, str(path)
 
@@ -260,10 +261,10 @@ def load_data(cfg: DataConfig, seed: int) -> LoadedData:
     import datasets
 
     cfg.validate()
-    local = _resolve_local(cfg.source)
+    local = resolve_local(cfg.source)
     if local is not None:
         rows, label_names, description = _load_local(local, cfg, seed)
-    elif HUB_ID_PATTERN.match(cfg.source) and not cfg.source.startswith((".", "/", "~")):
+    elif is_hub_id(cfg.source):  # the rule refuses path syntax ('.', '/', '~', '..')
         rows, label_names, description = _load_hub(cfg.source, cfg)
     else:
         raise UserError(f"data source {cfg.source!r} does not exist: give an existing folder or file, or a Hub "
@@ -317,93 +318,3 @@ def _stratified_subsample(dataset, n: int, seed: int):
         return dataset.train_test_split(train_size=n, seed=seed, stratify_by_column="label")["train"]
     except ValueError:
         return dataset.shuffle(seed=seed).select(range(n))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# tokenisation and batching
-
-def cache_root() -> Path:
-    return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_studio"))
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    vocab = tokenizer.get_vocab()
-    digest = hashlib.sha1(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()[:12]
-    return f"{type(tokenizer).__name__}-{digest}-{int(getattr(tokenizer, 'do_lower_case', True))}"
-
-
-def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
-    """Tokenise without padding (the collator pads each batch to its longest row), cached on disk."""
-    tok_key = tokenizer_fingerprint(tokenizer)
-    out = {}
-    for split, dataset in data.splits.items():
-        # The cached file holds every column, labels included: key it by the labels and label names as well as
-        # the texts (ids), or relabelled data with the same texts would train on the stale labels.
-        rows_digest = hashlib.sha1("".join(dataset["example_id"]).encode())
-        rows_digest.update(np.asarray(dataset["label"], dtype=np.int64).tobytes())
-        rows_digest.update(json.dumps(data.label_names).encode())
-        key = f"{tok_key}-{max_length}-{rows_digest.hexdigest()[:16]}"
-        cache_file = cache_root() / "tokenized" / f"{key}.arrow"
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        out[split] = dataset.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-            batched=True, cache_file_name=str(cache_file), load_from_cache_file=True,
-            desc=f"tokenising {split}",
-            # Our key already names the result; without it `datasets` dill-pickles the whole tokenizer (its 30k
-            # vocabulary) to fingerprint every call, which cost more than the tokenisation itself.
-            new_fingerprint=hashlib.sha1(key.encode()).hexdigest()[:32],
-        )
-    import datasets
-
-    return datasets.DatasetDict(out)
-
-
-class Collator:
-    """Pads each batch to its own longest row and carries `labels`, `example_id` and cached teacher logits."""
-
-    model_input_names = ("input_ids", "attention_mask", "token_type_ids")
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        inputs = [{k: row[k] for k in self.model_input_names if k in row} for row in rows]
-        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
-        if "label" in rows[0]:  # prediction-only callers may pass model inputs alone
-            batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
-        if "teacher_logits" in rows[0]:
-            batch["teacher_logits"] = torch.tensor([row["teacher_logits"] for row in rows], dtype=torch.float32)
-        return batch
-
-
-class LengthGroupedBatchSampler:
-    """Shuffled batches of similar length, so dynamic padding wastes little compute.
-
-    The idea of transformers' LengthGroupedSampler as a batch sampler: shuffle, cut into mega-batches, sort each by
-    length, then shuffle the order of the batches. Seeded by (seed, epoch) so runs are reproducible; `set_epoch`
-    is called by the training loop before each epoch.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega_batch_factor: int = 50):
-        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
-        self.mega_batch_factor = mega_batch_factor
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
-        mega = self.batch_size * self.mega_batch_factor
-        batches = []
-        for start in range(0, len(order), mega):
-            chunk = sorted(order[start:start + mega].tolist(), key=lambda i: -self.lengths[i])
-            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        for index in rng.permutation(len(batches)):
-            yield batches[index]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _input_columns(model, dataset) -> list[str]:
     if "input_ids" not in present:
         raise UserError(
             f"dataset has no input_ids column (columns: {dataset.column_names}); tokenize it first "
-            "(data.tokenize_splits)"
+            "(batching.tokenize_splits)"
         )
     parameters = inspect.signature(model.forward).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
@@ -81,7 +82,6 @@ def predict_logits(
     Returns:
         float32 array ``[N, C]``; row ``i`` belongs to ``dataset[i]``.
     """
-    import torch
     from torch.utils.data import DataLoader
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -100,8 +100,19 @@ def predict_logits(
     order = np.argsort(-lengths, kind="stable")
     loader = DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collator, num_workers=0,
                         sampler=order.tolist())
-    device = _model_device(model)
+    batches = _run_batches(model, loader, columns, total_rows, on_progress)
+    logits_sorted = np.concatenate(batches, axis=0).astype(np.float32, copy=False)
+    logits_in_order = np.empty_like(logits_sorted)
+    logits_in_order[order] = logits_sorted
+    return logits_in_order
 
+
+def _run_batches(model, loader, columns: list[str], total_rows: int,
+                 on_progress: ProgressCallback | None) -> list[np.ndarray]:
+    """float32 logits of every batch of ``loader``, in loader order; the model's train/eval mode is restored."""
+    import torch
+
+    device = _model_device(model)
     was_training = model.training
     model.eval()
     batches: list[np.ndarray] = []
@@ -118,10 +129,7 @@ def predict_logits(
                     on_progress(done_rows, total_rows)
     finally:
         model.train(was_training)
-    logits_sorted = np.concatenate(batches, axis=0).astype(np.float32, copy=False)
-    logits_in_order = np.empty_like(logits_sorted)
-    logits_in_order[order] = logits_sorted
-    return logits_in_order
+    return batches
 
 
 def softmax_np(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -142,9 +150,8 @@ def _as_class_indices(values, name: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
         raise UserError(f"{name} must be a 1-D sequence of class indices, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.equal(np.mod(array, 1), 0)):
-            raise UserError(f"{name} must hold integer class indices, got dtype {array.dtype}")
+    if array.size and not np.issubdtype(array.dtype, np.integer) and not np.all(np.equal(np.mod(array, 1), 0)):
+        raise UserError(f"{name} must hold integer class indices, got dtype {array.dtype}")
     return array.astype(np.int64)
 
 
@@ -195,6 +202,43 @@ def _safe_ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else 0.0
 
 
+def _checked_predictions(labels, preds, label_names: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The label names as strings and labels and preds as int64 arrays, after checking that they fit together."""
+    label_names = [str(name) for name in label_names]
+    num_classes = len(label_names)
+    if num_classes == 0:
+        raise UserError("label_names is empty; pass one name per class")
+    if len(set(label_names)) != num_classes:
+        raise UserError(f"label_names must be unique, got {label_names}")
+    labels = _as_class_indices(labels, "labels")
+    preds = _as_class_indices(preds, "preds")
+    if labels.shape != preds.shape:
+        raise UserError(f"labels and preds must have the same length, got {labels.shape[0]} and {preds.shape[0]}")
+    if labels.shape[0] == 0:
+        raise UserError("cannot compute metrics on 0 examples; evaluate on a non-empty split")
+    for name, values in (("labels", labels), ("preds", preds)):
+        if values.min() < 0 or values.max() >= num_classes:
+            bad = int(values[(values < 0) | (values >= num_classes)][0])
+            raise UserError(
+                f"{name} holds class index {bad}, outside 0..{num_classes - 1} for label_names {label_names}; "
+                "check that the model and the data use the same label set"
+            )
+    return label_names, labels, preds
+
+
+def _per_class_scores(confusion: np.ndarray, label_names: list[str]) -> dict[str, dict[str, float | int]]:
+    true_positives = np.diag(confusion)
+    support = confusion.sum(axis=1)  # rows are the true class
+    predicted = confusion.sum(axis=0)
+    per_class: dict[str, dict[str, float | int]] = {}
+    for index, name in enumerate(label_names):
+        precision = _safe_ratio(true_positives[index], predicted[index])
+        recall = _safe_ratio(true_positives[index], support[index])
+        f1 = _safe_ratio(2 * precision * recall, precision + recall)
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(support[index])}
+    return per_class
+
+
 def classification_metrics(
     labels: Sequence[int] | np.ndarray,
     preds: Sequence[int] | np.ndarray,
@@ -222,42 +266,13 @@ def classification_metrics(
         "support"}}, "confusion_matrix" (rows = true, cols = predicted), "label_names"[, "ece"][,
         "agreement"]}``.
     """
-    label_names = [str(name) for name in label_names]
-    num_classes = len(label_names)
-    if num_classes == 0:
-        raise UserError("label_names is empty; pass one name per class")
-    if len(set(label_names)) != num_classes:
-        raise UserError(f"label_names must be unique, got {label_names}")
-    labels = _as_class_indices(labels, "labels")
-    preds = _as_class_indices(preds, "preds")
-    if labels.shape != preds.shape:
-        raise UserError(f"labels and preds must have the same length, got {labels.shape[0]} and {preds.shape[0]}")
-    n_examples = int(labels.shape[0])
-    if n_examples == 0:
-        raise UserError("cannot compute metrics on 0 examples; evaluate on a non-empty split")
-    for name, values in (("labels", labels), ("preds", preds)):
-        if values.min() < 0 or values.max() >= num_classes:
-            bad = int(values[(values < 0) | (values >= num_classes)][0])
-            raise UserError(
-                f"{name} holds class index {bad}, outside 0..{num_classes - 1} for label_names {label_names}; "
-                "check that the model and the data use the same label set"
-            )
-
+    label_names, labels, preds = _checked_predictions(labels, preds, label_names)
+    n_examples, num_classes = int(labels.shape[0]), len(label_names)
     confusion = _confusion_matrix(labels, preds, num_classes)
-    true_positives = np.diag(confusion)
-    support = confusion.sum(axis=1)  # rows are the true class
-    predicted = confusion.sum(axis=0)
-
-    per_class: dict[str, dict[str, float | int]] = {}
-    for index, name in enumerate(label_names):
-        precision = _safe_ratio(true_positives[index], predicted[index])
-        recall = _safe_ratio(true_positives[index], support[index])
-        f1 = _safe_ratio(2 * precision * recall, precision + recall)
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(support[index])}
-
+    per_class = _per_class_scores(confusion, label_names)
     metrics: dict[str, Any] = {
         "n_examples": n_examples,
-        "accuracy": float(true_positives.sum() / n_examples),
+        "accuracy": float(np.diag(confusion).sum() / n_examples),
         "macro_f1": float(np.mean([scores["f1"] for scores in per_class.values()])),
         "per_class": per_class,
         "confusion_matrix": confusion.astype(int).tolist(),

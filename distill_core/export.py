@@ -2,7 +2,7 @@
 
 - ``fp32``: the model as trained (safetensors, float32).
 - ``bf16``: every weight cast to bfloat16 and saved as bfloat16 safetensors (``config.json`` records
-  ``dtype: bfloat16``), half the bytes of fp32. This is the same cast `bench.prepare_for_precision("bf16")` times
+  ``dtype: bfloat16``), half the bytes of fp32. This is the same cast `precision.prepare_for_precision("bf16")` times
   and `evaluate --precision bf16` scores, so the exported model is the one that was measured. `from_pretrained`
   loads it as bfloat16 (transformers' default ``dtype="auto"``); on CPUs with AVX512-BF16/AMX it runs faster than
   fp32, elsewhere bf16 is emulated and usually slower.
@@ -37,8 +37,8 @@ def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = 
     MB, parameters, files.
     """
     from . import models
-    from .bench import prepare_for_precision
     from .inference import load_for_inference
+    from .precision import prepare_for_precision
 
     if precision not in EXPORT_PRECISIONS:
         raise UserError(f"unknown export precision {precision!r}: choose from {', '.join(EXPORT_PRECISIONS)}")

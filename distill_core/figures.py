@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -84,46 +85,40 @@ def _metric_axis(metric: str) -> tuple[str, bool]:
 # ---- training curves ---------------------------------------------------------------------------------
 
 
-def loss_curves(step_rows: list[dict]) -> go.Figure:
-    """Total, CE and KD loss per optimiser step; the KD line is left out when a run has no teacher."""
-    title = "Training loss per step"
-    rows = _rows_of_kind(step_rows, "step")
+def _curves(title: str, lines: Iterable[tuple[str, list, list]], mode: str, x_title: str, y_title: str, *,
+            y_percent: bool = False) -> go.Figure:
+    """One trace per ``(name, xs, ys)`` that has points; the "no data yet" figure when none has."""
     fig = go.Figure()
-    for key, name in (("loss", "total"), ("ce_loss", "CE (gold labels)"), ("kd_loss", "KD (teacher)")):
-        steps, values = _series(rows, "step", key)
-        if steps:
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name))
+    for name, xs, ys in lines:
+        if xs:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=name))
     if not fig.data:
         return empty_figure(title)
-    return _styled(fig, title, "optimiser step", "loss (nats)")
+    return _styled(fig, title, x_title, y_title, y_percent=y_percent)
+
+
+def loss_curves(step_rows: list[dict]) -> go.Figure:
+    """Total, CE and KD loss per optimiser step; the KD line is left out when a run has no teacher."""
+    rows = _rows_of_kind(step_rows, "step")
+    lines = [(name, *_series(rows, "step", key))
+             for key, name in (("loss", "total"), ("ce_loss", "CE (gold labels)"), ("kd_loss", "KD (teacher)"))]
+    return _curves("Training loss per step", lines, "lines", "optimiser step", "loss (nats)")
 
 
 def accuracy_curves(epoch_rows: list[dict]) -> go.Figure:
     """Training and validation accuracy per epoch."""
-    title = "Accuracy per epoch"
     rows = _rows_of_kind(epoch_rows, "epoch")
-    fig = go.Figure()
-    for key, name in (("training_accuracy", "training"), ("valid_accuracy", "validation")):
-        epochs, values = _series(rows, "epoch", key)
-        if epochs:
-            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=name))
-    if not fig.data:
-        return empty_figure(title)
-    return _styled(fig, title, "epoch", "accuracy (%)", y_percent=True)
+    lines = [(name, *_series(rows, "epoch", key))
+             for key, name in (("training_accuracy", "training"), ("valid_accuracy", "validation"))]
+    return _curves("Accuracy per epoch", lines, "lines+markers", "epoch", "accuracy (%)", y_percent=True)
 
 
 def overlay_curves(runs: dict[str, list[dict]], metric: str = "valid_accuracy") -> go.Figure:
     """One line per run of an epoch metric, to compare runs (e.g. a temperature or alpha sweep)."""
     y_title, y_percent = _metric_axis(metric)
     title = f"{metric.replace('_', ' ').capitalize()} per epoch, by run"
-    fig = go.Figure()
-    for run_name, rows in runs.items():
-        epochs, values = _series(_rows_of_kind(rows, "epoch"), "epoch", metric)
-        if epochs:
-            fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=run_name))
-    if not fig.data:
-        return empty_figure(title)
-    return _styled(fig, title, "epoch", y_title, y_percent=y_percent)
+    lines = [(run_name, *_series(_rows_of_kind(rows, "epoch"), "epoch", metric)) for run_name, rows in runs.items()]
+    return _curves(title, lines, "lines+markers", "epoch", y_title, y_percent=y_percent)
 
 
 # ---- classification results --------------------------------------------------------------------------
@@ -243,11 +238,11 @@ def _bench_line_chart(rows: list[dict], x: str, y_key: str, title: str, y_title:
         points = [row for row in points if _is_number(row.get(y_key))]
         if not points:
             continue
-        trace = go.Scatter(x=[row[x] for row in points], y=[row[y_key] for row in points], mode="lines+markers", name=name)
+        trace = go.Scatter(x=[p[x] for p in points], y=[p[y_key] for p in points], mode="lines+markers", name=name)
         if y_key == "latency_ms_p50":
             # Asymmetric bar from p50 up to p95: the tail latency a user actually waits for now and then.
             p95 = [row["latency_ms_p95"] if _is_number(row.get("latency_ms_p95")) else row[y_key] for row in points]
-            tail_ms = [max(high - row[y_key], 0.0) for high, row in zip(p95, points)]
+            tail_ms = [max(high - row[y_key], 0.0) for high, row in zip(p95, points, strict=True)]
             trace.error_y = {"type": "data", "symmetric": False, "array": tail_ms, "arrayminus": [0.0] * len(points)}
         fig.add_trace(trace)
     if not fig.data:
@@ -354,8 +349,8 @@ def speed_accuracy_scatter(points: list[dict]) -> go.Figure:
         return empty_figure(title)
 
     marker: dict[str, Any] = {"size": 14}
-    sizes_mb = [p.get("size_mb") for p in valid]
-    if all(_is_number(size) and size > 0 for size in sizes_mb):
+    sizes_mb = [p["size_mb"] for p in valid if _is_number(p.get("size_mb")) and p["size_mb"] > 0]
+    if len(sizes_mb) == len(valid):
         # Area proportional to size on disk; the largest marker is about 48 px across.
         marker = {"size": sizes_mb, "sizemode": "area", "sizeref": 2.0 * max(sizes_mb) / 48**2, "sizemin": 8}
     fig = go.Figure(
@@ -386,3 +381,15 @@ def speed_accuracy_scatter(points: list[dict]) -> go.Figure:
         )
     )
     return _styled(fig, title, "throughput (samples/s)", "accuracy (%)", y_percent=True)
+
+
+def fit_percent_axis(fig, pad: float = 0.02):
+    """A y axis of fractions shown as percent that fits the data (Plotly pads a flat line to 0-200%), with
+    one decimal in the ticks, because runs and epochs often differ by tenths of a percent."""
+    values = [y for trace in fig.data for y in (getattr(trace, "y", None) or ())
+              if isinstance(y, (int, float)) and math.isfinite(y)]
+    if values:
+        low, high = min(values), max(values)
+        fig.update_yaxes(range=[max(low - pad - 0.05 * (high - low), 0.0), min(high + pad, 1.0) + pad / 2])
+    fig.update_yaxes(tickformat=".1%")
+    return fig

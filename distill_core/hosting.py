@@ -21,6 +21,7 @@ Not streamlit-aware: pages pass ``st.session_state`` and ``st.query_params`` in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,8 +30,9 @@ import shutil
 import sys
 from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from . import runs
+from . import env, runs, specs
 from .errors import UserError
 
 VISITORS_DIR = "visitors"
@@ -38,14 +40,11 @@ GALLERY_DIR = "gallery"
 VISITOR_KEY = "visitor"             # key in st.session_state and in the page address (?visitor=...)
 DEFAULT_MAX_LIVE_PER_VISITOR = 2    # a pipeline (teacher fine-tune + distillation) needs two
 _VISITOR_RE = re.compile(r"[0-9a-f]{32}")
-# A Hub id as visitors may type it: "name" or "org/name", no path syntax ("..", leading "." "/" "~").
-_HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 def is_hosted() -> bool:
     """Whether this server is the public demo (``KD_HOSTED`` set to 1/true/yes/on)."""
-    return os.environ.get("KD_HOSTED", "").strip().lower() in _TRUTHY
+    return env.flag("KD_HOSTED")
 
 
 # ---------------------------------------------------------------- visitors and their folders
@@ -145,36 +144,21 @@ def scheduler_scope(root: Path) -> tuple[Path, list[Path]]:
     roots = [base]
     if (base / GALLERY_DIR).is_dir():
         roots.append(base / GALLERY_DIR)
-    try:
+    with contextlib.suppress(OSError):  # no visitor folder yet
         roots.extend(sorted(p for p in (base / VISITORS_DIR).iterdir() if is_visitor_id(p.name) and p.is_dir()))
-    except OSError:
-        pass
     if root not in roots:
         roots.append(root)
     return base, roots
 
 
 def max_live_per_visitor() -> int:
-    raw = os.environ.get("KD_MAX_LIVE_PER_VISITOR", "").strip()
-    if not raw:
-        return DEFAULT_MAX_LIVE_PER_VISITOR
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(f"KD_MAX_LIVE_PER_VISITOR must be a positive integer, got {raw!r}: fix or unset it")
-    return value
+    return env.positive_int("KD_MAX_LIVE_PER_VISITOR", DEFAULT_MAX_LIVE_PER_VISITOR)
 
 
 # ---------------------------------------------------------------- what a visitor may name
 def _inside(path: Path, folders: Sequence[Path]) -> bool:
     resolved = path.resolve()
     return any(resolved == Path(f).resolve() or resolved.is_relative_to(Path(f).resolve()) for f in folders)
-
-
-def _looks_like_hub_id(value: str) -> bool:
-    return _HUB_ID_RE.fullmatch(value) is not None and ".." not in value
 
 
 def extra_model_folders() -> list[Path]:
@@ -188,15 +172,16 @@ def check_model_spec(spec: str | None, root: Path, *, role: str = "model") -> No
     the operator's KD_EXTRA_MODELS. Elsewhere a no-op (the CLI and a local dashboard may load any folder)."""
     if not is_hosted() or not spec:
         return
-    from . import models
-
-    parsed = models.parse_spec(spec)  # raises on malformed specs
-    if parsed.kind in ("bundled", "truncate", "config"):
-        return
-    if parsed.kind == "hub" and _looks_like_hub_id(spec.strip()):
+    try:
+        parsed = specs.parse_spec(spec)  # "hub" only for ids that pass specs.is_hub_id: no path syntax
+    except UserError:
+        if spec.strip().startswith(("bundled:", "truncate:", "config:")):
+            raise  # a mistyped recipe: its own message says how to write it
+        parsed = None  # neither a folder nor a Hub id (e.g. "org/.."): refused below like any server path
+    if parsed is not None and parsed.kind in ("bundled", "truncate", "config", "hub"):
         return
     allowed = [Path(root), gallery_root(store_base(root)), *extra_model_folders()]
-    if parsed.kind == "local" and _inside(Path(parsed.value), allowed):
+    if parsed is not None and parsed.kind == "local" and _inside(Path(parsed.value), allowed):
         return
     raise UserError(f"{role} {spec!r} is not allowed on the hosted demo: pick one of your finished runs, a gallery "
                     "model, bundled:minilm-l6, truncate:N, config:L<n>-H<h> or a Hub id (org/name)")
@@ -207,11 +192,11 @@ def check_data_source(source: str, allowed_folders: Sequence[Path]) -> None:
     and the visitor's uploads) nor a Hub dataset id. Elsewhere a no-op."""
     if not is_hosted():
         return
-    from .data import _resolve_local
+    from .data import resolve_local
 
     source = (source or "").strip()
-    local = _resolve_local(source)  # exactly the path load_data would read
-    if local is None and _looks_like_hub_id(source):
+    local = resolve_local(source)  # exactly the path load_data would read
+    if local is None and specs.is_hub_id(source):  # no path syntax passes the Hub-id rule
         return
     if local is not None and _inside(local, allowed_folders):
         return
@@ -257,8 +242,9 @@ def publish(run_dir: Path, name: str | None = None, base: Path | None = None) ->
         raise UserError(f"the gallery already has a run named {target.name!r}: pass --name")
     staging = gallery / f".{target.name}.publishing"
     shutil.rmtree(staging, ignore_errors=True)
-    ignore = shutil.ignore_patterns(runs.LOG_FILE, runs.STOP_FILE, "checkpoint", "checkpoint.*", "model.tmp",
-                                    "model.old", ".*.tmp", ".status.lock")
+    half_saved = [f"{runs.MODEL_DIR}{suffix}" for suffix in runs.STAGING_SUFFIXES]
+    ignore = shutil.ignore_patterns(runs.LOG_FILE, runs.STOP_FILE, runs.CHECKPOINT_DIR, f"{runs.CHECKPOINT_DIR}.*",
+                                    *half_saved, ".*.tmp", runs.STATUS_LOCK_FILE)
     try:
         shutil.copytree(run_dir, staging, ignore=ignore)
         os.replace(staging, target)  # visitors never see a half-copied run
@@ -278,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     share.add_argument("--runs-dir", type=Path, default=None, help="the store (default: $KD_RUNS_DIR or ./runs)")
     commands.add_parser("gallery", help="list the gallery's runs").add_argument("--runs-dir", type=Path)
     args = parser.parse_args(argv)
+    result: dict[str, Any]
     try:
         if args.command == "publish":
             result = {"published": str(publish(args.run, args.name, args.runs_dir))}

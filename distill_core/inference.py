@@ -1,13 +1,14 @@
 """Using trained models: load once for inference, predict texts, evaluate a spec on data, benchmark specs.
 
 The Playground, `evaluate` and `benchmark` share these functions, and every precision goes through
-`bench.prepare_for_precision`, so the precision that was measured is exactly the one that is served and scored.
+`precision.prepare_for_precision`, so the precision that was measured is exactly the one that is served and scored.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,10 @@ def load_for_inference(spec: str, precision: str = "fp32", label_names: list[str
     from transformers import AutoConfig
 
     from . import models
-    from .bench import prepare_for_precision
+    from .precision import prepare_for_precision
+    from .specs import parse_spec
 
-    parsed = models.parse_spec(spec)
+    parsed = parse_spec(spec)
     if parsed.kind in ("truncate", "config"):
         raise UserError(f"{spec!r} is a student recipe: train it first and use its run folder (runs/NAME)")
     config = AutoConfig.from_pretrained(models._source(parsed), trust_remote_code=False)
@@ -75,7 +77,8 @@ def evaluate_spec(spec: str, data_cfg: DataConfig, *, split: str = "test", refer
                   seed: int = 42, precision: str = "fp32", batch_size: int = 128,
                   on_event: EventHandler | None = None) -> dict[str, Any]:
     """Metrics of a trained model on a split of a data source (and agreement with a reference model)."""
-    from .data import Collator, load_data, tokenize_splits
+    from .batching import Collator, tokenize_splits
+    from .data import load_data
     from .evaluate import classification_metrics, predict_logits, softmax_np
 
     on_event = on_event or (lambda _: None)
@@ -111,6 +114,7 @@ def benchmark_specs(specs: Sequence[str], *, batch_sizes: Sequence[int], seq_len
 
     from . import models
     from .bench import BenchSettings, benchmark_model
+    from .specs import parse_spec  # imported by name: `specs` is this function's list of model specs
 
     settings = BenchSettings(batch_sizes=tuple(batch_sizes), seq_lens=tuple(seq_lens),
                              precisions=tuple(precisions), warmup=warmup, repeats=repeats, threads=threads)
@@ -118,7 +122,7 @@ def benchmark_specs(specs: Sequence[str], *, batch_sizes: Sequence[int], seq_len
     rows: list[dict[str, Any]] = []
     total_cells = len(specs) * len(batch_sizes) * len(seq_lens) * len(precisions)
     for spec in specs:
-        parsed = models.parse_spec(spec)
+        parsed = parse_spec(spec)
         if parsed.kind in ("truncate", "config"):
             raise UserError(f"{spec!r} needs a teacher to be built: benchmark a trained run folder instead")
         source = models._source(parsed)

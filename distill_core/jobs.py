@@ -8,8 +8,11 @@ store; this module keeps no state that a restarted UI would need.
 Concurrency: at most ``$KD_MAX_JOBS`` (default 1: training saturates a small machine) runs are live at once.
 Runs over the cap stay ``queued`` with ``waiting: true``; :func:`start_queued`, called by the UI on each poll
 and by a worker when it finishes, starts the oldest of them as slots free up. Starting happens under a lock
-on the runs root, so concurrent polls from several browser tabs never start one run twice. In hosted mode every
-visitor's runs folder shares one cap and one lock at the store's root (hosting.scheduler_scope).
+on the runs root, so concurrent polls from several browser tabs never start one run twice.
+
+Which runs folders share one cap is the caller's policy, passed in as a :class:`SchedulerScope` (by default a
+runs folder is its own scope): pipeline.py passes hosted mode's scope (every visitor shares the server's cap), so
+this module knows nothing of visitors.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from distill_core import hosting, runs
+from distill_core import env, runs, storage
 from distill_core.errors import UserError
 
 DEFAULT_MAX_JOBS = 1
@@ -32,18 +36,22 @@ _SCHEDULER_LOCK = ".jobs.lock"
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
+@dataclass(frozen=True)
+class SchedulerScope:
+    """Runs folders that share one KD_MAX_JOBS cap, and the folder holding their scheduler lock."""
+    lock_dir: Path
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, root: Path) -> SchedulerScope:
+        """The default scope: a runs folder alone."""
+        root = Path(root).resolve()
+        return cls(root, (root,))
+
+
 def max_jobs() -> int:
     """The concurrency cap from ``$KD_MAX_JOBS`` (default 1)."""
-    raw = os.environ.get("KD_MAX_JOBS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_JOBS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UserError(f"KD_MAX_JOBS must be a positive integer, got {raw!r}: fix or unset it")
-    return value
+    return env.positive_int("KD_MAX_JOBS", DEFAULT_MAX_JOBS)
 
 
 def is_alive(pid: int) -> bool:
@@ -64,15 +72,15 @@ def _status_alive(status: dict) -> bool:
     return status.get("state") in runs.LIVE_STATES and isinstance(pid, int) and is_alive(pid)
 
 
-def active_jobs(root: Path) -> int:
-    """Runs queued or running with a live worker process under ``root`` and the folders sharing its cap."""
-    _, roots = hosting.scheduler_scope(root)
-    return sum(1 for folder in roots for run_dir in runs.iter_run_dirs(folder)
+def active_jobs(root: Path, scope: SchedulerScope | None = None) -> int:
+    """Runs queued or running with a live worker process in ``scope`` (default: ``root`` alone)."""
+    scope = scope or SchedulerScope.of(root)
+    return sum(1 for folder in scope.roots for run_dir in runs.iter_run_dirs(folder)
                if _status_alive(runs.read_status(run_dir)))
 
 
-def _scheduler_lock(root: Path) -> Path:
-    return hosting.scheduler_scope(root)[0] / _SCHEDULER_LOCK
+def _scheduler_lock(scope: SchedulerScope) -> Path:
+    return scope.lock_dir / _SCHEDULER_LOCK
 
 
 def default_worker_argv(run_dir: Path) -> list[str]:
@@ -80,16 +88,8 @@ def default_worker_argv(run_dir: Path) -> list[str]:
 
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    child_env = dict(os.environ)
-    if env:
-        child_env.update(env)
-    # Make "-m distill_core" import this very copy of the package even when it is not installed and the
-    # server was started from another folder.
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    paths = [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if package_parent not in paths:
-        child_env["PYTHONPATH"] = os.pathsep.join([package_parent, *paths])
-    return child_env
+    # The worker imports the installed package (pip install -r requirements.txt installs this project).
+    return {**os.environ, **(env or {})}
 
 
 def _spawn(run_dir: Path, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
@@ -114,6 +114,7 @@ def start_job(
     max_concurrent: int | None = None,
     env: dict | None = None,
     argv: Sequence[str] | None = None,
+    scope: SchedulerScope | None = None,
 ) -> int | None:
     """Start the worker of a queued run; returns its pid, or None when the cap holds it back (``waiting``).
 
@@ -122,9 +123,9 @@ def start_job(
     worker's pid.
     """
     run_dir = Path(run_dir).resolve()
-    root = run_dir.parent
+    scope = scope or SchedulerScope.of(run_dir.parent)
     cap = max_concurrent if max_concurrent is not None else max_jobs()
-    with runs.file_lock(_scheduler_lock(root)):
+    with storage.file_lock(_scheduler_lock(scope)):
         status = runs.read_status(run_dir)
         state = status.get("state")
         if state == "unknown":
@@ -133,7 +134,7 @@ def start_job(
             return int(status["pid"])
         if state != "queued":
             raise UserError(f"run {run_dir.name!r} is {state}: only queued runs can be started; create a new run")
-        if active_jobs(root) >= cap:
+        if active_jobs(run_dir.parent, scope) >= cap:
             runs.update_status(run_dir, waiting=True)
             return None
         return _spawn(run_dir, argv or default_worker_argv(run_dir), env)
@@ -145,21 +146,22 @@ def start_queued(
     max_concurrent: int | None = None,
     env: dict | None = None,
     argv_for: Callable[[Path], Sequence[str]] | None = None,
+    scope: SchedulerScope | None = None,
 ) -> list[int]:
     """Start the oldest waiting runs while slots are free; returns the pids started (often none).
 
     Only runs marked ``waiting`` by :func:`start_job` are candidates: a queued run without that mark may be
     executing in-process (the CLI) or about to be started by its creator. ``argv_for`` is for tests only.
     """
-    root = Path(root).resolve()
+    scope = scope or SchedulerScope.of(root)
     cap = max_concurrent if max_concurrent is not None else max_jobs()
     started: list[int] = []
-    with runs.file_lock(_scheduler_lock(root)):
-        free = cap - active_jobs(root)
+    with storage.file_lock(_scheduler_lock(scope)):
+        free = cap - active_jobs(root, scope)
         if free <= 0:
             return started
         waiting = []
-        for run_dir in (d for folder in hosting.scheduler_scope(root)[1] for d in runs.iter_run_dirs(folder)):
+        for run_dir in (d for folder in scope.roots for d in runs.iter_run_dirs(folder)):
             status = runs.read_status(run_dir)
             if status.get("state") == "queued" and status.get("waiting") and not status.get("pid"):
                 created = status.get("created_at")
@@ -183,14 +185,15 @@ def _signal_group(pid: int, signum: int) -> None:
         pass
 
 
-def stop_job(run_dir: Path) -> bool:
+def stop_job(run_dir: Path, scope: SchedulerScope | None = None) -> bool:
     """Stop a run: STOP flag plus SIGTERM to the worker's process group; a waiting run is marked cancelled.
 
     The worker handles SIGTERM cooperatively (it finishes the step, saves state and sets 'cancelled').
     Returns False if there was nothing to stop (the run had already ended).
     """
     run_dir = Path(run_dir).resolve()
-    with runs.file_lock(_scheduler_lock(run_dir.parent)):  # so the scheduler cannot start it meanwhile
+    scope = scope or SchedulerScope.of(run_dir.parent)
+    with storage.file_lock(_scheduler_lock(scope)):  # so the scheduler cannot start it meanwhile
         status = runs.read_status(run_dir)
         state = status.get("state")
         if state not in runs.LIVE_STATES:

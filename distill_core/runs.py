@@ -1,33 +1,25 @@
 """The run store: one folder per run under a root, written only by this module.
 
-Layout (see shared/DESIGN.md): ``config.json``, ``status.json``, ``metrics.jsonl``, ``eval.json``, ``model/``,
+Layout: ``config.json``, ``status.json``, ``metrics.jsonl``, ``eval.json``, ``model/``,
 ``worker.log`` and a ``STOP`` flag file. Every JSON write is atomic (temp file in the same folder, fsync,
 rename, fsync of the folder), so a run killed at any moment leaves files that load. Times are unix seconds
 (floats) everywhere, so durations are a subtraction and sorting needs no parsing.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import re
 import shutil
 import socket
-import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distill_core import storage
 from distill_core.errors import UserError
-
-try:  # POSIX only; elsewhere the store still works, without cross-process locking
-    import fcntl
-except ImportError:  # pragma: no cover - exercised on Windows only
-    fcntl = None  # type: ignore[assignment]
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 TERMINAL_STATES = frozenset({"done", "failed", "cancelled"})
@@ -40,12 +32,15 @@ EVAL_FILE = "eval.json"
 STOP_FILE = "STOP"
 LOG_FILE = "worker.log"
 PREDICTIONS_FILE = "predictions.json"  # per-example test predictions of a finished run (Compare)
+BENCH_FILE = "bench.json"              # the Benchmark page's rows for a run's model (Compare, model card)
 MODEL_DIR = "model"
+STAGING_SUFFIXES = (".tmp", ".old")  # checkpoints.py swaps model/ and checkpoint/ in through these
+STATUS_LOCK_FILE = ".status.lock"
+CHECKPOINT_DIR = "checkpoint"          # the last completed epoch, for resume (distill_core.checkpoints)
+TRAINER_STATE_FILE = "trainer_state.json"  # in CHECKPOINT_DIR: epoch, step and early-stopping state
 
 _RUN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 _RUN_NAME_RULE = "use 1-64 characters from A-Z a-z 0-9 . _ - (not starting with '.' or '-', no '..')"
-# Hugging Face user access tokens are "hf_" + a long alphanumeric tail. See _refuse_tokens for why we look.
-HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{20,}")
 
 
 # ---------------------------------------------------------------- locations
@@ -100,112 +95,10 @@ def metrics_path(run_dir: Path) -> Path:
     return Path(run_dir) / METRICS_FILE
 
 
-# ---------------------------------------------------------------- low-level I/O
-class WriteError(OSError):
-    """A write to a run folder failed (disk full, a file size limit, permissions); ``filename`` says where."""
-
-
-def write_error(exc: BaseException, path: Path) -> WriteError:
-    """A WriteError naming ``path`` for a failed write, with the errno of ``exc`` where one can be found.
-
-    safetensors reports I/O failures as "... (os error 28)" text and torch.save as a RuntimeError, neither with
-    a path; the run's status should still say plainly what could not be written and why.
-    """
-    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
-    if code is None and (found := re.search(r"os error (\d+)", str(exc))):
-        code = int(found[1])
-    reason = os.strerror(code) if code else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return WriteError(code or errno.EIO, reason, str(path))
-
-
-def _refuse_tokens(text: str, where: Path) -> None:
-    """Last line of defence against persisting a Hugging Face token.
-
-    Tokens are only ever meant to live in the environment or the huggingface_hub credential store. Run folders
-    are shared, zipped, shown in the UI and pushed to the Hub, so a token that slipped into a config or a
-    metrics row (say, through an env dump or an exception message) would leak. The message never echoes it.
-    """
-    if HF_TOKEN_RE.search(text):
-        raise ValueError(
-            f"refusing to write {where}: a value looks like a Hugging Face token (hf_...); "
-            "tokens must never be stored in a run"
-        )
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a folder be opened, hence best effort.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON so that readers see either the old file or the new one, never a torn one."""
-    path = Path(path)
-    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-    _refuse_tokens(text, path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
-            raise write_error(exc, path) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    """The parsed JSON at ``path``, or ``default`` if it is missing or unreadable.
-
-    Our writes are atomic, so an unreadable file is foreign or damaged; UI polls and listings carry on.
-    """
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return default
-
-
-_held_locks = threading.local()  # paths whose lock this thread holds
-
-
-@contextlib.contextmanager
-def file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (created if needed) across processes and threads.
-
-    flock locks belong to an open file description, so two threads of one process (Streamlit sessions) that
-    each open the file exclude each other too. Re-entry by the same thread passes through instead of
-    deadlocking: a worker's SIGTERM handler may write its status while the interrupted code holds the lock.
-    """
-    key = os.path.abspath(lock_path)
-    held: set[str] = getattr(_held_locks, "paths", None) or set()
-    _held_locks.paths = held
-    if fcntl is None or key in held:
-        yield
-        return
-    fd = os.open(key, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        held.add(key)
-        try:
-            yield
-        finally:
-            held.discard(key)
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 # ---------------------------------------------------------------- runs
-def create_run(root: Path, name: str, config: dict) -> Path:
-    """Create run ``name`` with its config and a 'queued' status; refuses to touch an existing run."""
+def create_run(root: Path, name: str, config: dict, **status_fields: Any) -> Path:
+    """Create run ``name`` with its config and a 'queued' status (plus ``status_fields``, e.g. ``depends_on``);
+    refuses to touch an existing run."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     run_dir = resolve_run_dir(root, name)
@@ -214,8 +107,9 @@ def create_run(root: Path, name: str, config: dict) -> Path:
     except FileExistsError:
         raise UserError(f"run {run_dir.name!r} already exists: choose another name or delete it") from None
     try:
-        write_json_atomic(run_dir / CONFIG_FILE, config)
-        write_json_atomic(run_dir / STATUS_FILE, {"state": "queued", "created_at": time.time()})
+        storage.write_json_atomic(run_dir / CONFIG_FILE, config)
+        storage.write_json_atomic(run_dir / STATUS_FILE,
+                                  {"state": "queued", "created_at": time.time(), **status_fields})
     except BaseException:
         # A half-created run would block its name forever and confuse listings.
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -242,7 +136,7 @@ def append_metric(run_dir: Path, row: dict) -> None:
     row.setdefault("time", time.time())
     path = metrics_path(run_dir)
     line = json.dumps(row, ensure_ascii=False)  # no indent: never contains a raw newline
-    _refuse_tokens(line, path)
+    storage.refuse_tokens(line, path)
     data = (line + "\n").encode("utf-8")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -255,7 +149,7 @@ def append_metric(run_dir: Path, row: dict) -> None:
             view = view[os.write(fd, view):]
         os.fsync(fd)
     except OSError as exc:
-        raise write_error(exc, path) from exc
+        raise storage.write_error(exc, path) from exc
     finally:
         os.close(fd)
 
@@ -329,8 +223,8 @@ def _mutate_status(run_dir: Path, state: str | None, fields: dict) -> dict:
     run_dir = Path(run_dir)
     _stamp_pid(fields)
     # Read-modify-write under a lock: the UI (recording a pid) and the worker (setting running) race otherwise.
-    with file_lock(run_dir / ".status.lock"):
-        status = read_json(run_dir / STATUS_FILE, {})
+    with storage.file_lock(run_dir / STATUS_LOCK_FILE):
+        status = storage.read_json(run_dir / STATUS_FILE, {})
         if not isinstance(status, dict):
             status = {}
         status.update(fields)
@@ -342,7 +236,7 @@ def _mutate_status(run_dir: Path, state: str | None, fields: dict) -> dict:
             if state in TERMINAL_STATES:
                 status["finished_at"] = now
         status["updated_at"] = now
-        write_json_atomic(run_dir / STATUS_FILE, status)
+        storage.write_json_atomic(run_dir / STATUS_FILE, status)
     return status
 
 
@@ -370,7 +264,7 @@ def read_status(run_dir: Path) -> dict:
     SIGTERM before it could record it (e.g. while still loading). A missing or unreadable status reads as
     ``{"state": "unknown"}``.
     """
-    status = read_json(Path(run_dir) / STATUS_FILE)
+    status = storage.read_json(Path(run_dir) / STATUS_FILE)
     if not isinstance(status, dict) or not isinstance(status.get("state"), str):
         return {"state": "unknown"}
     pid = status.get("pid")
@@ -429,7 +323,7 @@ def iter_run_dirs(root: Path) -> Iterator[Path]:
 
 
 def _summarize(run_dir: Path) -> dict | None:
-    config = read_json(run_dir / CONFIG_FILE, {})
+    config = storage.read_json(run_dir / CONFIG_FILE, {})
     config = config if isinstance(config, dict) else {}
     status = read_status(run_dir)
     if not config and status["state"] == "unknown":
@@ -438,7 +332,7 @@ def _summarize(run_dir: Path) -> dict | None:
     data: dict = data_section if isinstance(data_section, dict) else {}
     epoch_rows = [row for row in _read_metrics(run_dir, warn=False) if row.get("kind") == "epoch"]
     valid_accuracies = [v for v in (_number(row.get("valid_accuracy")) for row in epoch_rows) if v is not None]
-    evaluation = read_json(eval_path(run_dir))
+    evaluation = storage.read_json(eval_path(run_dir))
     created_at = _number(status.get("created_at"))
     if created_at is None:
         created_at = run_dir.stat().st_mtime

@@ -60,9 +60,9 @@ def streamlit_server(env: Mapping[str, str], log_path: Path, start_timeout_s: fl
                 try:
                     urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
                     break
-                except OSError:
+                except OSError as exc:
                     if process.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
+                        raise AssertionError(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}") from exc
                     time.sleep(0.5)
             yield url
         finally:

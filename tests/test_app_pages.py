@@ -11,12 +11,15 @@ from types import SimpleNamespace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from distill_core import runs
+from distill_core import jobs, presets, runs, storage
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
-PAGES = ["pages/train.py", "pages/compare.py", "pages/benchmark.py", "pages/playground.py"]
-TITLES = {"pages/train.py": "Train", "pages/compare.py": "Compare", "pages/benchmark.py": "Benchmark",
-          "pages/playground.py": "Playground"}
+PAGES = ["app_pages/train.py", "app_pages/compare.py", "app_pages/benchmark.py", "app_pages/playground.py"]
+TITLES = {"app_pages/train.py": "Train", "app_pages/compare.py": "Compare", "app_pages/benchmark.py": "Benchmark",
+          "app_pages/playground.py": "Playground"}
+# Config fields whose Train widget key is not t_<field>.
+TRAIN_WIDGETS = {"batch_size": "t_batch", "log_every_steps": "t_log_every", "warmup_ratio": "t_warmup",
+                 "weight_decay": "t_wd", "eval_batch_size": "t_eval_batch"}
 TIMEOUT_S = 180  # first loads import torch/transformers; generous for a busy 2-core machine
 
 
@@ -37,7 +40,7 @@ def open_page(page: str, query: dict | None = None) -> AppTest:
     for key, value in (query or {}).items():
         at.query_params[key] = value
     at.run()
-    if page != "pages/train.py":
+    if page != "app_pages/train.py":
         at.switch_page(page).run()
     return at
 
@@ -57,7 +60,7 @@ def make_finished_run(env, name: str = "tiny-distill") -> Path:
         runs.append_metric(run_dir, {"kind": "epoch", "epoch": epoch, "training_accuracy": 0.5 + epoch / 10,
                                      "valid_accuracy": 0.6 + epoch / 10, "training_loss": 1.0 / epoch,
                                      "valid_loss": 1.1 / epoch})
-    runs.write_json_atomic(runs.eval_path(run_dir), {
+    storage.write_json_atomic(runs.eval_path(run_dir), {
         "split": "test", "label_names": labels,
         "student": {**metrics, "agreement": 0.8, "spec": "truncate:1"},
         "teacher": {**metrics, "accuracy": 0.8, "spec": str(env.teacher)}})
@@ -79,7 +82,7 @@ def test_page_renders_offline_with_an_empty_store(app_env, page):
 
 def test_sidebar_says_offline_mode(app_env):
     # AppTest keeps the router's sidebar only on the first page it runs (switch_page drops it), so check here.
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     assert "Offline mode" in texts(at.sidebar.markdown)
 
 
@@ -92,24 +95,60 @@ def test_page_renders_with_a_finished_run(app_env, page):
 
 
 def test_sidebar_lists_runs_folder_local_data_and_bundled_model(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     sidebar = texts(at.sidebar.markdown) + texts(at.sidebar.code)
     assert str(app_env.runs) in sidebar
     assert "tiny" in sidebar and "bundled:minilm-l6" in sidebar
 
 
 def test_offline_train_page_defaults_to_the_offline_quick_start(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     assert at.selectbox(key="t_preset").value == "Offline quick start"
     assert at.radio(key="t_mode").value == "pipeline"
     assert any("Estimated time" in i.value for i in at.info)
 
 
 def test_selecting_the_seed_recipe_offline_warns_that_it_needs_the_hub(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.selectbox(key="t_preset").set_value("Seed recipe").run()
     assert any("Hugging Face Hub" in w.value for w in at.warning)
 
+
+
+@pytest.mark.parametrize("name", list(presets.PRESETS))
+def test_each_preset_sets_the_form_to_its_recipe(app_env, name):
+    # The Train page holds no recipes of its own: it maps distill_core.presets onto its widgets.
+    preset = presets.PRESETS[name]
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="t_preset").set_value(name).run()
+    assert not at.exception, at.exception
+    for field, value in {**preset.train, **preset.data}.items():
+        key = TRAIN_WIDGETS.get(field, f"t_{field}")
+        assert at.session_state[key] == (0 if value is None else value), field
+    assert at.radio(key="t_mode").value == ("pipeline" if preset.teacher_stage else "distill")
+    if preset.data_source is None:  # local data: the tiny dataset, the only one here
+        assert at.radio(key="t_source_kind").value == "Local dataset"
+        assert at.selectbox(key="t_local").value == str(app_env.data)
+    else:
+        assert at.text_input(key="t_hub_id").value == preset.data_source
+
+
+def test_a_started_pipeline_is_followed_from_its_teacher_stage_and_can_be_stopped(app_env, monkeypatch):
+    started: list[str] = []
+    monkeypatch.setattr(jobs, "start_job", lambda run_dir, **_: started.append(Path(run_dir).name))
+    at = open_page("app_pages/train.py")
+    assert at.radio(key="t_mode").value == "pipeline"  # the offline quick start
+    at.text_input(key="t_name").set_value("pipe").run()
+    next(b for b in at.button if b.label == "Start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert started == ["pipe-teacher"]
+    assert at.query_params["run"] == "pipe-teacher"  # Started.follow: the stage that runs first
+    at.selectbox(key="run").set_value("pipe").run()
+    assert any("Waits for its teacher run **pipe-teacher**" in i.value for i in at.info), texts(at.info)
+    at.selectbox(key="run").set_value("pipe-teacher").run()
+    at.button(key="live_stop").click().run()
+    assert runs.read_status(app_env.runs / "pipe-teacher")["state"] == "cancelled"
+    assert runs.read_status(app_env.runs / "pipe")["state"] == "cancelled"  # nothing left to distil from
 
 @pytest.mark.parametrize("key, value, message", [
     ("t_alpha", 1.5, "alpha=1.5"),
@@ -117,7 +156,7 @@ def test_selecting_the_seed_recipe_offline_warns_that_it_needs_the_hub(app_env):
     ("t_epochs", 0, "epochs=0"),
 ], ids=["alpha", "temperature", "epochs"])
 def test_invalid_hyperparameter_shows_an_error_and_creates_no_run(app_env, key, value, message):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.number_input(key=key).set_value(value).run()
     at.button[0].click().run()
     assert any(message in e.value for e in at.error), texts(at.error)
@@ -125,7 +164,7 @@ def test_invalid_hyperparameter_shows_an_error_and_creates_no_run(app_env, key, 
 
 
 def test_hub_dataset_while_offline_shows_an_error_and_creates_no_run(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.radio(key="t_source_kind").set_value("Hugging Face Hub").run()
     at.button[0].click().run()
     assert any("cannot reach the Hugging Face Hub" in e.value for e in at.error), texts(at.error)
@@ -133,17 +172,17 @@ def test_hub_dataset_while_offline_shows_an_error_and_creates_no_run(app_env):
 
 
 def test_truncating_more_layers_than_the_teacher_has_is_refused(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.radio(key="t_mode").set_value("distill").run()
     assert at.selectbox(key="t_teacher").value == str(app_env.teacher)
     at.number_input(key="t_trunc_n").set_value(5).run()  # the tiny teacher has 2 layers
     at.button[0].click().run()
-    assert any("teacher has only 2" in e.value for e in at.error), texts(at.error)
+    assert any("but the teacher has 2" in e.value for e in at.error), texts(at.error)
     assert runs.list_runs(app_env.runs) == []
 
 
 def test_bad_run_name_is_refused(app_env):
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.radio(key="t_mode").set_value("distill").run()
     at.number_input(key="t_trunc_n").set_value(1).run()
     at.text_input(key="t_name").set_value("../escape").run()
@@ -157,7 +196,7 @@ def test_live_panel_shows_the_run_named_in_the_address(app_env):
     runs.append_metric(run_dir, {"kind": "step", "step": 4, "total_steps": 10, "loss": 0.9, "samples_per_s": 50.0,
                                  "time": time.time()})
     runs.set_status(run_dir, "failed", error="could not load model 'nope'")
-    at = open_page("pages/train.py", query={"run": "failing-run"})
+    at = open_page("app_pages/train.py", query={"run": "failing-run"})
     assert not at.exception, at.exception
     assert at.selectbox(key="run").value == "failing-run"
     assert any("could not load model 'nope'" in e.value for e in at.error)
@@ -166,7 +205,7 @@ def test_live_panel_shows_the_run_named_in_the_address(app_env):
 
 def test_compare_lists_the_run_and_its_teacher(app_env):
     make_finished_run(app_env)
-    at = open_page("pages/compare.py")
+    at = open_page("app_pages/compare.py")
     table = at.dataframe[0].value
     assert list(table["model"]) == ["run tiny-distill", "teacher of tiny-distill"]
     assert table["test_accuracy"].tolist() == [75.0, 80.0]  # shown in percent
@@ -174,7 +213,7 @@ def test_compare_lists_the_run_and_its_teacher(app_env):
 
 def test_playground_predicts_with_teacher_and_student(app_env):
     make_finished_run(app_env)
-    at = open_page("pages/playground.py")
+    at = open_page("app_pages/playground.py")
     assert not at.exception, at.exception
     assert len(at.multiselect(key="p_models").value) == 2
     predictions = [m for m in at.metric if m.label == "Prediction"]
@@ -184,10 +223,23 @@ def test_playground_predicts_with_teacher_and_student(app_env):
 
 def test_compare_computes_and_caches_disagreements(app_env):
     run_dir = make_finished_run(app_env)
-    at = open_page("pages/compare.py")
+    at = open_page("app_pages/compare.py")
     at.button[0].click().run()
     assert not at.exception, at.exception
     cached = json.loads((run_dir / "predictions.json").read_text(encoding="utf-8"))
     assert len(cached["text"]) == len(cached["teacher_pred"]) == 80
     # The student is a copy of the teacher: they never disagree.
     assert any("0 of 80" in c.value for c in at.caption)
+
+
+def test_benchmark_measures_the_models_and_keeps_the_run_rows(app_env):
+    run_dir = make_finished_run(app_env)
+    at = open_page("app_pages/benchmark.py")
+    at.multiselect(key="b_batch").set_value([1])
+    at.multiselect(key="b_seq").set_value([16])
+    at.number_input(key="b_repeats").set_value(2)
+    at.number_input(key="b_warmup").set_value(0).run()
+    next(b for b in at.button if b.label == "Run benchmark").click().run()
+    assert not at.exception and not at.error, at.exception or texts(at.error)
+    assert len(at.dataframe[0].value) == 2  # teacher and student, one cell each
+    assert len(json.loads((run_dir / "bench.json").read_text(encoding="utf-8"))) == 1

@@ -20,23 +20,13 @@ from conftest import LABEL_NAMES, make_rows
 
 from distill_core import cli
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--max-length", "32", "--eval-samples", "8",
         "--quiet"]
 ROWS = make_rows(10, seed=21)  # 40 rows, 4 classes
 GOOD_CSV = "text,label\n" + "".join(f"{text},{label}\n" for text, label in ROWS)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads mostly wait on
-    each other (measured: a 36-step fine-tune took 38 s with 2 threads, 19 s with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass
@@ -103,8 +93,8 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
     "non-utf8": (lambda c: c.finetune(c.file("train.csv", with_row("café crème,1").encode("latin-1"))),
                  r"not UTF-8"),
     "string-labels-without-classes": (
-        lambda c: c.finetune(c.file("train.csv", "text,label\n" + "".join(f"{t},{LABEL_NAMES[l]}\n"
-                                                                          for t, l in ROWS))),
+        lambda c: c.finetune(c.file("train.csv", "text,label\n" + "".join(f"{t},{LABEL_NAMES[label]}\n"
+                                                                          for t, label in ROWS))),
         r"label '[A-Za-z/]+' in column 'label' is not an integer.*classes\.txt"),
     "label-out-of-range": (lambda c: c.finetune(c.file("train.csv", with_row("an odd one,7"), LABEL_NAMES)),
                            r"label 7 is out of range: class ids must be 0\.\.3"),
@@ -126,7 +116,7 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
                           r"10,000,000 characters long"),
     "empty-text": (lambda c: c.finetune(c.file("train.csv", with_row(",1"))), r"empty text \(first at line 42\)"),
     "null-text-jsonl": (lambda c: c.finetune(c.file("train.jsonl", "".join(
-        json.dumps({"text": t, "label": l}) + "\n" for t, l in ROWS) + '{"text": null, "label": 1}\n')),
+        json.dumps({"text": t, "label": label}) + "\n" for t, label in ROWS) + '{"text": null, "label": 1}\n')),
         r"empty text"),
     "wrong-extension": (lambda c: c.finetune(c.file("train.txt", GOOD_CSV)), r"unsupported file type '\.txt'"),
     "ragged-csv": (lambda c: c.finetune(c.file("train.csv", with_row("a,b,1"))), r"not a well-formed table"),
@@ -142,12 +132,12 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
         lambda c: c.finetune(c.data_dir, model=c.file("config.json", (c.teacher / "config.json").read_text()).parent),
         r"no \.safetensors weights"),
     "teacher-with-wrong-labels": (
-        lambda c: c.distill(c.file("train.csv", "text,label\n" + "".join(f"{t},{l % 3}\n" for t, l in ROWS))),
+        lambda c: c.distill(c.file("train.csv", "text,label\n" + "".join(f"{t},{label % 3}\n" for t, label in ROWS))),
         r"predicts 4 classes but the data has 3"),
     "teacher-without-head": (lambda c: c.distill(c.data_dir, teacher=base_model_folder(c)),
                              r"no classification head"),
     "student-deeper-than-teacher": (lambda c: c.distill(c.data_dir, student="truncate:2"),
-                                    r"teacher has 2 layers; keep between 1 and 1"),
+                                    r"keeps 2 layers but the teacher has 2: use truncate:1 \.\. truncate:1"),
     "malformed-student-spec": (lambda c: c.distill(c.data_dir, student="truncate:two"), r"malformed student spec"),
     "hub-unreachable": (lambda c: c.finetune(c.data_dir, model="some-org/some-model"),
                         r"cannot reach the Hugging Face Hub .*some-org/some-model"),
@@ -164,6 +154,19 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
     "train-samples-one": (lambda c: c.finetune(c.data_dir, "--train-samples", "1"), r"train_samples=1"),
     "valid-fraction-one": (lambda c: c.finetune(c.data_dir, "--valid-fraction", "1"), r"valid_fraction=1\.0"),
     "config-file-missing": (lambda c: ["distill", "--config", str(c.tmp / "nope.json")], r"does not exist"),
+    # ---- options a --preset may supply (so argparse cannot require them)
+    "distill-with-a-pipeline-preset": (
+        lambda c: ["distill", "--preset", "Offline quick start", "--data", str(c.data_dir), "--out", str(c.out)],
+        r"preset 'Offline quick start' fine-tunes its own teacher first: run `python -m distill_core pipeline "),
+    "preset-without-data": (lambda c: ["pipeline", "--preset", "Offline quick start", "--out", str(c.out), *TINY],
+                            r"--data is required \(preset 'Offline quick start' names no dataset\)"),
+    "pipeline-without-base": (
+        lambda c: ["pipeline", "--data", str(c.data_dir), "--student", "truncate:1", "--out", str(c.out), *TINY],
+        r"pipeline needs --base MODEL"),
+    "distill-without-student": (lambda c: [a for a in c.distill(c.data_dir) if a not in ("--student", "truncate:1")],
+                                r"distill needs --student SPEC"),
+    "distill-without-out": (lambda c: [a for a in c.distill(c.data_dir) if a not in ("--out", str(c.out))],
+                            r"distill needs --out runs/NAME"),
     # ---- the run folder
     "bad-run-name": (lambda c: [*c.finetune(c.data_dir), "--out", str(c.tmp / "runs" / "bad name!")],
                      r"invalid run name 'bad name!'"),
@@ -192,7 +195,7 @@ def run_in_process(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def run_subprocess(argv: list[str], cwd: Path) -> tuple[int, str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "distill_core", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     return proc.returncode, proc.stdout, proc.stderr
@@ -219,6 +222,7 @@ def assert_no_run_folder(case: Case) -> None:
 def test_bad_input_is_one_line_and_leaves_no_run(name, case, capsys):
     build, match = BAD[name]
     argv = build(case)
+    capsys.readouterr()  # what building the case printed (e.g. a model's save progress) is not the CLI's output
     assert_refused(*run_in_process(argv, capsys), match)
     assert_no_run_folder(case)
 

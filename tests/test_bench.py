@@ -1,20 +1,15 @@
-"""CPU benchmark (distill_core.bench) on a real tiny BERT. Never asserts a speed: the machine is shared."""
+"""CPU benchmark (distill_core.bench) and precisions (distill_core.precision) on a real tiny BERT.
+
+Never asserts a speed: the machine is shared."""
 from __future__ import annotations
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from distill_core.bench import (
-    PRECISIONS,
-    BenchSettings,
-    benchmark_model,
-    forward_flops,
-    machine_info,
-    matmul_peak_gflops,
-    prepare_for_precision,
-)
+from distill_core.bench import BenchSettings, benchmark_model, forward_flops, machine_info, matmul_peak_gflops
 from distill_core.errors import UserError
+from distill_core.precision import PRECISIONS, prepare_for_precision
 
 ROW_KEYS = {
     "model", "precision", "batch_size", "seq_len", "threads", "latency_ms_p50", "latency_ms_p95",
@@ -87,7 +82,7 @@ def test_an_event_per_cell_for_a_progress_bar(bench_run):
     assert [e["kind"] for e in events] == ["bench"] * len(rows)
     assert [e["cell"] for e in events] == list(range(1, len(rows) + 1))
     assert {e["cells"] for e in events} == {len(rows)}
-    for event, row in zip(events, rows):
+    for event, row in zip(events, rows, strict=True):
         assert {k: event[k] for k in row} == row
 
 

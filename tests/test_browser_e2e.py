@@ -2,22 +2,34 @@
 
 One visitor's path: start a tiny distillation on Train (tiny teacher -> truncate:1 student), watch the loss chart
 gain points while it runs, wait for it to finish, find it on Compare, and classify typed sentences with teacher
-and student on Playground, also while another distillation runs in the background. A screenshot of each page is
+and student on Playground, also while another distillation runs in the background. A second visitor starts a
+pipeline and the live panel follows it from its teacher stage into the distillation. A screenshot of each page is
 saved to $KD_SCREENSHOT_DIR (default /tmp/kd-e2e-screens), outside the repository.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from browser_support import (CHROMIUM, CHROMIUM_ARGS, LOSS_POINTS_JS, PROBS_JS, open_page, predict,  # noqa: F401
-                             screenshot_dir, set_number, settle, streamlit_server, visible_text)
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    LOSS_POINTS_JS,
+    open_page,
+    predict,
+    screenshot_dir,
+    set_number,
+    settle,
+    streamlit_server,
+    visible_text,
+)
 
-from distill_core import app_support, jobs, runs
+from distill_core import pipeline, runs
 from distill_core.config import DataConfig, TrainConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -43,7 +55,7 @@ def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
             yield url
     finally:
         for run_dir in runs.iter_run_dirs(tmp_path / "runs"):
-            jobs.stop_job(run_dir)  # never leave a worker behind
+            pipeline.stop_run(run_dir)  # never leave a worker behind
 
 
 @pytest.fixture
@@ -63,7 +75,8 @@ def page():
 def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path):
     page.failed = True  # cleared at the end: a failing run leaves failure.png for a look
     timings: dict[str, float] = {}
-    # A first visitor who opens a page's address directly on a fresh server still gets the router's app.
+    # A first visitor who opens a page's address directly on a fresh server gets the router's app (page files
+    # live in app_pages/, not pages/, so Streamlit's legacy mode never serves a page alone).
     page.goto(f"{server}/compare")
     page.get_by_role("heading", name="Compare", exact=True).wait_for()
     assert page.locator('[data-testid="stSidebarNav"] a', has_text="Playground").count() == 1
@@ -131,7 +144,7 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
                              student="truncate:1", teacher=os.environ["KD_EXTRA_MODELS"], epochs=200,
                              batch_size=4, patience=None, log_every_steps=1)
     started = time.perf_counter()
-    run_dir = app_support.start_run(root, "e2e-background", background)
+    run_dir = pipeline.start_run(root, "e2e-background", background).follow
     deadline = time.monotonic() + 120
     while not any(r.get("kind") == "step" for r in runs.read_metrics(run_dir)):
         assert time.monotonic() < deadline, runs.read_status(run_dir)
@@ -139,10 +152,45 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
     timings["background_start_to_first_step_s"] = time.perf_counter() - started
     timings["playground_round_trip_during_training_s"] = predict(page, "Scientists released new software today")
     assert runs.read_status(run_dir)["state"] == "running"
-    jobs.stop_job(run_dir)
+    pipeline.stop_run(run_dir)
 
     open_page(page, "Benchmark")
     page.screenshot(path=str(page.shots / "benchmark.png"), full_page=True)
     (page.shots / "timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
     print(json.dumps(timings, indent=2))
+    page.failed = False
+
+
+def test_the_live_panel_follows_a_pipeline_from_its_teacher_stage_into_the_distillation(server, page):
+    # A pipeline is two runs: the panel shows the one started first (Started.follow), then, when it is done, the
+    # stage that waited on it (pipeline.next_stage), and keeps that run in the address.
+    page.failed = True
+    page.goto(server)
+    page.get_by_role("heading", name="Train", exact=True).wait_for()
+    settle(page)
+    page.get_by_role("combobox", name="Teacher base model (fine-tuned first)").click()
+    page.get_by_role("option", name="tiny-teacher0 (local model)").click()  # quicker to fine-tune than MiniLM
+    settle(page)
+    for label, value in (("Teacher epochs", 1), ("Layers kept (N)", 1), ("Epochs", 1)):
+        set_number(page, label, value)
+    page.get_by_text("More settings: data sizes, schedule, runtime").click()
+    for label in ("Train samples", "Eval samples"):
+        set_number(page, label, 0)  # all of the tiny dataset
+    name = page.get_by_label("Run name", exact=True)
+    name.fill("e2e-pipe")
+    name.press("Enter")
+    settle(page)
+    page.locator("button", has_text="Start").click()
+    page.get_by_role("heading", name="e2e-pipe-teacher").wait_for(timeout=120_000)
+    assert "run=e2e-pipe-teacher" in page.url
+    page.get_by_role("heading", name=re.compile(r"^e2e-pipe\s")).wait_for(timeout=300_000)
+    assert page.url.endswith("run=e2e-pipe") or "run=e2e-pipe&" in page.url, page.url
+    root = Path(os.environ["KD_RUNS_DIR"])
+    deadline = time.monotonic() + 300
+    while runs.read_status(root / "e2e-pipe")["state"] in runs.LIVE_STATES:
+        assert time.monotonic() < deadline, runs.read_status(root / "e2e-pipe")
+        page.wait_for_timeout(1000)
+    assert runs.read_status(root / "e2e-pipe")["state"] == "done"
+    page.get_by_text("Teacher test accuracy").wait_for(timeout=60_000)
+    page.screenshot(path=str(page.shots / "train-pipeline.png"), full_page=True)
     page.failed = False

@@ -16,11 +16,20 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from browser_support import (CHROMIUM, CHROMIUM_ARGS, PROBS_JS, open_page, predict, screenshot_dir, set_number,
-                             settle, streamlit_server)
-
-from distill_core import hosting, jobs, runs
+from browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PROBS_JS,
+    open_page,
+    predict,
+    screenshot_dir,
+    set_number,
+    settle,
+    streamlit_server,
+)
 from test_hosted import finished_run
+
+from distill_core import hosting, pipeline, runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,7 +57,7 @@ def hosted_server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
             yield url
     finally:
         for run_dir in (tmp_path / "runs").rglob("status.json"):
-            jobs.stop_job(run_dir.parent)  # never leave a worker behind
+            pipeline.stop_run(run_dir.parent)  # never leave a worker behind
 
 
 def visitor_of(tab) -> str:
@@ -56,14 +65,17 @@ def visitor_of(tab) -> str:
 
 
 def probabilities(tab, text: str) -> str:
-    """Classify ``text`` on the Playground; returns the chart's probabilities (JSON, full float precision)."""
+    """Classify ``text`` on the Playground; returns the shared model's probabilities (JSON, full precision).
+
+    The shared (operator's) model is the chart's first row: a visitor whose own run has finished also gets
+    their student as a second row, which depends on how fast that run went, not on isolation."""
     # The chart of the page's first answer (a sample text) is drawn after the script run ends: wait for it, or
     # predict() would take its arrival for the answer to ``text``.
     tab.wait_for_function(f"() => ({PROBS_JS})() !== null", timeout=90_000)
     if tab.get_by_label("Text", exact=True).input_value() == text:
         predict(tab, text + " again")  # the chart only redraws on a change
     predict(tab, text)
-    return tab.evaluate(PROBS_JS)
+    return json.dumps(json.loads(tab.evaluate(PROBS_JS))[0])
 
 
 def test_two_visitors_train_and_play_at_once_without_touching_each_other_or_the_served_model(hosted_server):

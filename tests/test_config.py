@@ -89,7 +89,7 @@ def test_unknown_keys_are_rejected(where):
         raw["learning_rate"] = 0.1  # a typo of "lr" must not be silently ignored
     else:
         raw["data"]["max_len"] = 64
-    with pytest.raises(UserError, match="unknown .*(learning_rate|max_len)"):
+    with pytest.raises(UserError, match=r"unknown .*(learning_rate|max_len)"):
         train_config_from_dict(raw)
 
 
@@ -202,3 +202,33 @@ def test_empty_data_source_is_rejected():
         "max-length-512"])
 def test_boundary_values_are_accepted(overrides):
     make_config(**overrides).validate()
+
+
+# ---------------------------------------------------------------- help text: one source per setting
+def test_every_field_carries_one_line_of_help():
+    from distill_core.config import FIELD_HELP, help_for
+
+    data_names = {f.name for f in dataclasses.fields(DataConfig)}
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not data_names & train_names  # FIELD_HELP is one flat namespace over both dataclasses
+    assert set(FIELD_HELP) == data_names | train_names
+    for name, text in FIELD_HELP.items():
+        assert text.strip() and "\n" not in text, name
+        assert help_for(name) == text
+    # The keys the Train page looks up are there.
+    assert {"source", "text_column", "teacher_cache", "max_steps", "kd_loss"} <= set(FIELD_HELP)
+
+
+def test_help_lives_in_the_field_metadata():
+    from distill_core.config import FIELD_HELP, config_field
+
+    assert config_field("lr").metadata["help"] == FIELD_HELP["lr"]
+    assert config_field("source").metadata["help"] == FIELD_HELP["source"]
+    assert config_field("max_length").default == DataConfig(source="x").max_length
+
+
+def test_help_for_an_unknown_name_says_so():
+    from distill_core.config import help_for
+
+    with pytest.raises(KeyError, match="learning_rate"):
+        help_for("learning_rate")

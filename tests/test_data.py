@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from conftest import LABEL_NAMES, make_rows, write_csv
 
+from distill_core.batching import Collator, LengthGroupedBatchSampler, tokenize_splits
 from distill_core.config import DataConfig
-from distill_core.data import (
-    Collator,
-    LengthGroupedBatchSampler,
-    example_ids,
-    load_data,
-    tokenize_splits,
-)
+from distill_core.data import example_ids, load_data
 from distill_core.errors import UserError
 
 
@@ -26,7 +21,7 @@ def load(source, seed: int = 42, **options):
 
 
 def rows_of(dataset) -> list[tuple[str, int]]:
-    return list(zip(dataset["text"], dataset["label"]))
+    return list(zip(dataset["text"], dataset["label"], strict=True))
 
 
 def all_rows(loaded) -> list[tuple[str, int]]:
@@ -99,7 +94,7 @@ def test_every_format_loads_the_same_rows_as_csv(tmp_path, suffix):
 
 def test_json_with_a_data_key_is_accepted(tmp_path):
     rows = make_rows(5, seed=5)
-    (tmp_path / "data.json").write_text(json.dumps({"data": [{"text": t, "label": l} for t, l in rows]}))
+    (tmp_path / "data.json").write_text(json.dumps({"data": [{"text": t, "label": label} for t, label in rows]}))
     loaded = load(tmp_path / "data.json")
     assert sorted(all_rows(loaded)) == sorted(rows)
 
@@ -162,7 +157,7 @@ def test_classes_txt_maps_string_labels(tmp_path):
 
 def test_string_labels_without_classes_txt_are_refused(tmp_path):
     write_csv(tmp_path / "train.csv", [(text, LABEL_NAMES[label]) for text, label in make_rows(8, seed=7)])
-    with pytest.raises(UserError, match="not an integer.*classes.txt"):
+    with pytest.raises(UserError, match=r"not an integer.*classes\.txt"):
         load(tmp_path)
 
 
@@ -256,12 +251,12 @@ def test_example_id_is_a_content_hash(tmp_path):
     a.mkdir(), b.mkdir()
     write_csv(a / "train.csv", rows)
     write_csv(b / "train.csv", list(reversed(rows)))  # other order, other file: ids follow the text
-    ids_a = {t: i for s in load(a).splits.values() for t, i in zip(s["text"], s["example_id"])}
-    ids_b = {t: i for s in load(b).splits.values() for t, i in zip(s["text"], s["example_id"])}
+    ids_a = {t: i for s in load(a).splits.values() for t, i in zip(s["text"], s["example_id"], strict=True)}
+    ids_b = {t: i for s in load(b).splits.values() for t, i in zip(s["text"], s["example_id"], strict=True)}
     assert ids_a == ids_b
 
 
-# ---------------------------------------------------------------- tokenisation and batching
+# ---------------------------------------------------------------- tokenisation and batching (batching.py)
 
 def test_tokenisation_is_dynamic(tiny_data_dir, tokenizer):
     loaded = load(tiny_data_dir)

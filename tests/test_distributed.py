@@ -56,7 +56,7 @@ def test_two_gloo_processes_match_one_process(tiny_data_dir, tiny_teacher_dir, t
 
     single_losses, multi_losses = _step_losses(single), _step_losses(multi)
     assert len(single_losses) == len(multi_losses) == 4  # 64 rows / global batch 16
-    for step, (one, two) in enumerate(zip(single_losses, multi_losses), start=1):
+    for step, (one, two) in enumerate(zip(single_losses, multi_losses, strict=True), start=1):
         assert abs(one - two) < LOSS_TOLERANCE, f"step {step}: 1 process {one:.6f} vs 2 processes {two:.6f}"
     # The loss moved, so the comparison covers real updates, not a frozen model.
     assert single_losses[0] != single_losses[-1]

@@ -179,7 +179,8 @@ def test_softmax_np_rejects_nonpositive_temperature():
 
 # ---- predict_logits on a real tiny BERT ----------------------------------------------------------------
 
-WORDS = "the a cat dog sat on mat ran fast slow big small red blue green news sport world".split()
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "big", "small", "red", "blue", "green",
+         "news", "sport", "world"]
 TEXTS = [
     "the cat",
     "a big red dog ran fast on the mat",

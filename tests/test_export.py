@@ -22,7 +22,7 @@ def _stored_dtypes(folder) -> set[torch.dtype]:
     dtypes = set()
     for weights in folder.glob("*.safetensors"):
         with safe_open(str(weights), framework="pt") as handle:
-            dtypes |= {handle.get_tensor(key).dtype for key in handle.keys()}
+            dtypes |= {handle.get_tensor(key).dtype for key in handle.keys()}  # noqa: SIM118 safe_open has keys() but no __iter__
     return dtypes
 
 

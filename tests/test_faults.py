@@ -21,7 +21,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import make_rows, write_csv
 
-from distill_core import app_support, jobs, runs
+from distill_core import jobs, pipeline, runs, storage
+from distill_core.app import views
 from distill_core.config import DataConfig, TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -57,7 +58,7 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def worker_pid(run_dir: Path) -> int | None:
-    pid = runs.read_json(run_dir / runs.STATUS_FILE, {}).get("pid")
+    pid = storage.read_json(run_dir / runs.STATUS_FILE, {}).get("pid")
     return pid if isinstance(pid, int) else None
 
 
@@ -86,7 +87,7 @@ def workers(tmp_path_factory, tiny_teacher_dir) -> Iterator[SimpleNamespace]:
     teacher = str(tiny_teacher_dir)
 
     def create(folder: Path, name: str, cfg: TrainConfig) -> Path:
-        return runs.create_run(folder, name, app_support.run_record(cfg))
+        return runs.create_run(folder, name, pipeline.run_record(cfg))
 
     ns = SimpleNamespace(base=base, env=env, root=root, queue_root=queue_root)
     ns.killed = create(root, "killed", config(data, teacher=teacher))
@@ -121,7 +122,7 @@ def test_sigterm_cancels_cleanly_and_keeps_the_metrics(workers):
     wait_until(lambda: sum(r.get("kind") == "step" for r in metrics(run_dir)) >= 3, "three step rows")
     assert jobs.stop_job(run_dir) is True
     wait_for_exit(run_dir)
-    status = runs.read_json(run_dir / runs.STATUS_FILE)  # the file itself, not read_status's inference
+    status = storage.read_json(run_dir / runs.STATUS_FILE)  # the file itself, not read_status's inference
     assert status["state"] == "cancelled" and not status.get("error"), status
     rows = runs.read_metrics(run_dir)  # no warning: the worker finished its step before stopping
     assert sum(r["kind"] == "step" for r in rows) >= 3
@@ -157,7 +158,7 @@ def test_kill_9_mid_epoch_leaves_an_interrupted_run_with_readable_metrics_and_a_
 
     # The best model and the resume checkpoint are complete safetensors files that load with transformers.
     model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model", use_safetensors=True)
-    state = runs.read_json(checkpoint / "trainer_state.json")
+    state = storage.read_json(checkpoint / "trainer_state.json")
     assert state["epoch"] in [r["epoch"] for r in epochs] and steps[-1]["epoch"] > state["epoch"], "mid-epoch"
     model.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=True)
     assert not list(run_dir.glob("*.tmp")), "no half-written staging folder is left behind"
@@ -173,7 +174,7 @@ def test_a_torn_last_metrics_line_is_skipped_with_a_warning(workers):
         after = runs.read_metrics(run_dir)
     assert after == before
     with pytest.warns(UserWarning, match="garbled"):  # the dashboard's live panel reads it the same way
-        view = app_support.live_view(run_dir)
+        view = views.live_view(run_dir)
     assert view.state == "interrupted" and view.step == [r for r in before if r["kind"] == "step"][-1]["step"]
 
 
@@ -190,7 +191,7 @@ def test_resume_continues_the_killed_run_to_done(workers):
     assert len(resumed) == 1 and resumed[0]["from_epoch"] >= 1
     epochs = [r["epoch"] for r in rows if r["kind"] == "epoch"]
     assert epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3], epochs
-    evaluation = runs.read_json(run_dir / "eval.json")
+    evaluation = storage.read_json(run_dir / "eval.json")
     assert 0.0 <= evaluation["student"]["accuracy"] <= 1.0
     # the torn line of the previous test stayed a single skipped line: new rows start on a fresh line
     with pytest.warns(UserWarning, match="garbled"):

@@ -157,7 +157,8 @@ def test_latency_chart_has_one_line_per_model_and_precision_with_p95_error_bars(
 
 
 def test_latency_chart_without_p95_draws_no_error_bar():
-    rows = [{**BENCH[0], "latency_ms_p95": None}, {key: value for key, value in BENCH[1].items() if key != "latency_ms_p95"}]
+    rows = [{**BENCH[0], "latency_ms_p95": None},
+            {key: value for key, value in BENCH[1].items() if key != "latency_ms_p95"}]
     fig = latency_chart(rows)
     assert list(fig.data[0].error_y.array) == [0.0, 0.0]
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import LABEL_NAMES, make_rows, write_csv
+from conftest import LABEL_NAMES, make_rows
 from streamlit.testing.v1 import AppTest
 
-from distill_core import app_support, hosting, inference, jobs, models, runs
+from distill_core import hosting, inference, jobs, locations, models, pipeline, runs, storage
+from distill_core.app import datasets, playground
 from distill_core.config import DataConfig, TrainConfig
 from distill_core.errors import UserError
 
@@ -109,14 +110,14 @@ def distill_tiny_teacher(at: AppTest) -> None:
 
 def finished_run(root: Path, name: str, teacher: Path, data: Path) -> Path:
     """A finished distillation run as a worker leaves it (the tiny teacher's weights stand in for the student)."""
-    config = app_support.run_record(TrainConfig(mode="distill", data=DataConfig(source=str(data)),
+    config = pipeline.run_record(TrainConfig(mode="distill", data=DataConfig(source=str(data)),
                                                 student="truncate:1", teacher=str(teacher)))
     run_dir = runs.create_run(root, name, config)
     shutil.copytree(teacher, run_dir / "model")
     runs.append_metric(run_dir, {"kind": "epoch", "epoch": 1, "valid_accuracy": 0.5, "training_accuracy": 0.5})
     metrics = {"accuracy": 0.5, "macro_f1": 0.5, "n_examples": 80, "label_names": LABEL_NAMES,
                "confusion_matrix": [[5, 5, 5, 5]] * 4, "per_class": {}}
-    runs.write_json_atomic(run_dir / "eval.json", {"label_names": LABEL_NAMES, "student": {**metrics,
+    storage.write_json_atomic(run_dir / "eval.json", {"label_names": LABEL_NAMES, "student": {**metrics,
                            "agreement": 1.0, "spec": "truncate:1"}, "teacher": {**metrics, "spec": str(teacher)}})
     runs.set_status(run_dir, "done")
     return run_dir
@@ -164,7 +165,7 @@ BAD_SETTINGS = [  # (case, widget key, bad value, part of the error)
     ("max length above the teacher's limit", "t_max_length", 1024, "exceeds what teacher"),
     ("max length below 8", "t_max_length", 4, "max_length=4 is out of range"),
     ("validation fraction 0.95", "t_valid_fraction", 0.95, "valid_fraction=0.95 is out of range"),
-    ("more layers than the teacher has", "t_trunc_n", 5, "the teacher has only 2"),
+    ("more layers than the teacher has", "t_trunc_n", 5, "but the teacher has 2"),
 ]
 
 
@@ -250,7 +251,7 @@ def probe_config(env, **overrides) -> TrainConfig:
 def path_probes(env) -> list[tuple[str, dict, str]]:
     other = hosting.visitor_root(VISITOR_B)
     other_run = finished_run(other, "theirs", env.teacher, env.data)
-    other_upload = app_support.save_upload("theirs.csv", csv_bytes(GOOD_ROWS), app_support.uploads_for(other))
+    other_upload = datasets.save_upload("theirs.csv", csv_bytes(GOOD_ROWS), locations.uploads_for(other))
     outside = env.tmp / "outside-model"
     shutil.copytree(env.teacher, outside)
     data = lambda s: {"data": DataConfig(source=s)}  # noqa: E731
@@ -267,7 +268,7 @@ def path_probes(env) -> list[tuple[str, dict, str]]:
         ("teacher: ../ climbing to another visitor", {"teacher": f"../{VISITOR_B}/theirs"}, "is not allowed"),
         ("teacher: Hub-looking id with ..", {"teacher": "org/.."}, "is not allowed"),
         ("student: the server's code folder", {"student": "./distill_core"}, "student './distill_core' is not"),
-        ("student: pages/..", {"student": "pages/.."}, "is not allowed"),
+        ("student: app_pages/..", {"student": "app_pages/.."}, "is not allowed"),
     ]
 
 
@@ -277,14 +278,14 @@ def test_hosted_mode_refuses_every_server_path_a_visitor_names(hosted, monkeypat
     failures = []
     for case, overrides, message in path_probes(hosted):
         try:
-            app_support.start_run(mine, "probe", probe_config(hosted, **overrides))
+            pipeline.start_run(mine, "probe", probe_config(hosted, **overrides))
             failures.append(f"{case}: accepted")
         except UserError as exc:
             if message not in str(exc):
                 failures.append(f"{case}: {exc}")
     for name in ("../../etc/passwd", "../" + VISITOR_B + "/x", ".hidden", "a/b", "x" * 65, "/abs"):
         with pytest.raises(UserError, match="invalid run name"):
-            app_support.start_run(mine, name, probe_config(hosted))
+            pipeline.start_run(mine, name, probe_config(hosted))
     assert not failures, "\n".join(failures)
     assert runs.list_runs(mine) == [] and hosted.started == []
 
@@ -293,11 +294,11 @@ def test_hosted_mode_accepts_the_allowed_sources_and_models(hosted):
     mine = hosting.visitor_root(VISITOR_A)
     gallery_run = finished_run(hosting.gallery_root(), "shared", hosted.teacher, hosted.data)
     own_run = finished_run(mine, "own", hosted.teacher, hosted.data)
-    upload = app_support.save_upload("mine.csv", csv_bytes(GOOD_ROWS), app_support.uploads_for(mine))
+    upload = datasets.save_upload("mine.csv", csv_bytes(GOOD_ROWS), locations.uploads_for(mine))
     for name, overrides in [("listed-data-and-operator-model", {}), ("gallery-teacher", {"teacher": str(gallery_run)}),
                             ("own-teacher", {"teacher": str(own_run)}),
                             ("own-upload", {"data": DataConfig(str(upload))})]:
-        app_support.start_run(mine, name, probe_config(hosted, **overrides))
+        pipeline.start_run(mine, name, probe_config(hosted, **overrides))
         runs.set_status(mine / name, "cancelled")  # keeps the visitor under the live-run limit
     assert len(hosted.started) == 4
 
@@ -307,7 +308,7 @@ def test_the_same_paths_are_allowed_outside_hosted_mode(env, monkeypatch):
     shutil.copytree(env.teacher, outside)
     hosting.check_model_spec(str(outside), env.runs, role="teacher")
     hosting.check_data_source("/etc/passwd", [])  # no-op: the CLI and a local dashboard may read any file
-    app_support.start_run(env.runs, "local", probe_config(env, teacher=str(outside)))
+    pipeline.start_run(env.runs, "local", probe_config(env, teacher=str(outside)))
     assert env.started == [env.runs.resolve() / "local"]
 
 
@@ -353,16 +354,16 @@ def test_each_visitor_sees_their_own_runs_and_the_gallery(hosted):
     assert published == 0 and (hosting.gallery_root() / "shared-demo" / "model" / "config.json").is_file()
     theirs = open_train_page(VISITOR_B)
     assert run_choices(theirs) == []
-    theirs.switch_page("pages/playground.py").run()
+    theirs.switch_page("app_pages/playground.py").run()
     assert not theirs.exception, theirs.exception
     models_offered = theirs.multiselect(key="p_models").options
     assert any("gallery" in label for label in models_offered), models_offered
     assert not any("run mine" in label and "gallery" not in label for label in models_offered)
-    theirs.switch_page("pages/compare.py").run()
+    theirs.switch_page("app_pages/compare.py").run()
     assert any("No finished runs" in i.value for i in theirs.info)  # B has none of their own ...
     theirs.segmented_control(key="c_store").set_value("Gallery").run()
     assert not theirs.exception, theirs.exception
-    assert list(theirs.dataframe[0].value["model"])[0] == "run shared-demo"  # ... the gallery is shared
+    assert theirs.dataframe[0].value["model"].iloc[0] == "run shared-demo"  # ... the gallery is shared
     own = open_train_page(VISITOR_A)
     assert [c.split()[0] for c in run_choices(own)] == ["mine"]
 
@@ -390,16 +391,18 @@ def test_one_job_cap_holds_across_all_visitors(hosted, monkeypatch):
     a = runs.create_run(hosting.visitor_root(VISITOR_A), "a", {"mode": "distill"})
     b = runs.create_run(hosting.visitor_root(VISITOR_B), "b", {"mode": "distill"})
     argv = lambda run_dir, hold: [sys.executable, "-c", STAND_IN, str(run_dir), str(hold)]  # noqa: E731
-    pid = jobs.start_job(a, argv=argv(a, 1.5))
+    scope = pipeline.scope_of(a.parent)  # hosted mode's policy: one cap for the whole store
+    assert scope == pipeline.scope_of(b.parent)
+    pid = jobs.start_job(a, argv=argv(a, 1.5), scope=scope)
     assert isinstance(pid, int)
-    assert jobs.start_job(b, argv=argv(b, 0)) is None  # visitor B waits for visitor A's run
+    assert jobs.start_job(b, argv=argv(b, 0), scope=scope) is None  # visitor B waits for visitor A's run
     assert runs.read_status(b)["waiting"] is True
     deadline = time.monotonic() + 120
     while jobs.is_alive(pid):
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    started = jobs.start_queued(hosting.visitor_root(VISITOR_A), argv_for=lambda d: argv(d, 0))  # A's page polls
-    assert len(started) == 1 and runs.read_json(b / "status.json")["pid"] == started[0]
+    started = jobs.start_queued(hosting.visitor_root(VISITOR_A), argv_for=lambda d: argv(d, 0), scope=scope)
+    assert len(started) == 1 and storage.read_json(b / "status.json")["pid"] == started[0]
     while jobs.is_alive(started[0]):
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -409,23 +412,23 @@ def test_one_job_cap_holds_across_all_visitors(hosted, monkeypatch):
 def test_one_visitor_cannot_queue_without_limit(hosted, monkeypatch):
     monkeypatch.setenv("KD_MAX_LIVE_PER_VISITOR", "2")
     mine = hosting.visitor_root(VISITOR_A)
-    app_support.start_run(mine, "one", probe_config(hosted))
-    app_support.start_run(mine, "two", probe_config(hosted))
+    pipeline.start_run(mine, "one", probe_config(hosted))
+    pipeline.start_run(mine, "two", probe_config(hosted))
     with pytest.raises(UserError, match="already have 2 run"):
-        app_support.start_run(mine, "three", probe_config(hosted))
-    app_support.start_run(hosting.visitor_root(VISITOR_B), "other-visitor", probe_config(hosted))
+        pipeline.start_run(mine, "three", probe_config(hosted))
+    pipeline.start_run(hosting.visitor_root(VISITOR_B), "other-visitor", probe_config(hosted))
     assert [p.name for p in hosted.started] == ["one", "two", "other-visitor"]
 
 
 def test_uploads_are_capped_and_kept_per_visitor(hosted, monkeypatch):
     monkeypatch.setenv("KD_MAX_UPLOAD_MB", "1")
-    mine, theirs = (app_support.uploads_for(hosting.visitor_root(v)) for v in (VISITOR_A, VISITOR_B))
+    mine, theirs = (locations.uploads_for(hosting.visitor_root(v)) for v in (VISITOR_A, VISITOR_B))
     with pytest.raises(UserError, match="over the 1 MB upload limit"):
-        app_support.save_upload("big.csv", b"text,label\n" + b"x" * 1_000_001, mine)
-    saved = app_support.save_upload("../../etc/passwd.csv", csv_bytes(GOOD_ROWS), mine)
+        datasets.save_upload("big.csv", b"text,label\n" + b"x" * 1_000_001, mine)
+    saved = datasets.save_upload("../../etc/passwd.csv", csv_bytes(GOOD_ROWS), mine)
     assert saved.parent == mine and saved.name.startswith("passwd-")  # the name cannot climb out
-    assert [d.path for d in app_support.local_datasets(mine) if d.kind == "upload"] == [str(saved)]
-    assert [d for d in app_support.local_datasets(theirs) if d.kind == "upload"] == []
+    assert [d.path for d in datasets.local_datasets(mine) if d.kind == "upload"] == [str(saved)]
+    assert [d for d in datasets.local_datasets(theirs) if d.kind == "upload"] == []
 
 
 def test_the_dockerfile_turns_hosted_mode_on():
@@ -452,7 +455,7 @@ def test_a_folder_with_only_pickled_weights_is_refused(env, tmp_path):
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Marker(marker)))
     for load in (lambda: models.load_classifier(str(folder), LABEL_NAMES),
                  lambda: inference.load_for_inference(str(folder)),
-                 lambda: app_support.start_run(env.runs, "bin", probe_config(env, teacher=str(folder)))):
+                 lambda: pipeline.start_run(env.runs, "bin", probe_config(env, teacher=str(folder)))):
         with pytest.raises(UserError, match="only safetensors are loaded"):
             load()
     assert not marker.exists() and all_run_folders(env.runs) == []
@@ -503,7 +506,7 @@ def test_served_models_are_frozen_and_answer_identically_to_concurrent_sessions(
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     text = "Shares of the bank fell after the merger talks"
     with ThreadPoolExecutor(max_workers=4) as pool:  # like four visitors' script threads at once
-        answers = list(pool.map(lambda _: app_support.predict_interactive(loaded, [text])["logits"].tolist(),
+        answers = list(pool.map(lambda _: playground.predict_interactive(loaded, [text])["logits"].tolist(),
                                 range(12)))
     assert all(answer == answers[0] for answer in answers)
     assert all((loaded.model.state_dict()[k] == v).all() for k, v in before.items())

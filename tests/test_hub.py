@@ -1,4 +1,4 @@
-"""The Hub helpers: offline detection, model cards, and push_run's checks and token hygiene.
+"""The Hub helpers: offline detection, and push_run's checks and token hygiene (the card: test_card.py).
 
 No test reaches the real Hub. The one upload test points the endpoint at a local HTTP server (so the
 reachability probe really succeeds) and records what would be sent by replacing two HfApi network methods.
@@ -12,25 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE_RUN_CONFIG, SAMPLE_RUN_EVAL
 
-from distill_core import hub, runs
+from distill_core import hub, runs, storage
 from distill_core.errors import HubUnreachableError, UserError
 
 PLANTED_TOKEN = "hf_" + "ZyxwvutsrqponmlkjihgfedcbaZYXW"
-
-CONFIG = {
-    "mode": "distill",
-    "data": {"source": "ag_news", "text_column": "text", "label_column": "label", "valid_fraction": 0.2,
-             "train_samples": 2000, "eval_samples": None, "max_length": 150},
-    "student": "google/bert_uncased_L-4_H-256_A-4", "teacher": "org/bert-base-ag-news",
-    "temperature": 2.0, "alpha": 0.5, "kd_loss": "kl", "epochs": 5, "lr": 2e-5, "batch_size": 64,
-    "optimizer": "adamw", "dropout": 0.3, "seed": 42, "provenance": {"torch": "2.x"},
-}
-LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-EVAL = {"split": "test", "label_names": LABELS,
-        "student": {"accuracy": 0.9012, "macro_f1": 0.8999, "agreement": 0.9345, "ece": 0.0312, "n_examples": 7600},
-        "teacher": {"accuracy": 0.9461, "macro_f1": 0.9458, "ece": 0.0201, "n_examples": 7600}}
-BENCH = [{"model": "student", "precision": "fp32", "batch_size": 1, "latency_ms_p50": 4.21, "samples_per_s": 237.5}]
 
 
 @pytest.fixture(autouse=True)
@@ -47,13 +34,13 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def done_run(tmp_path: Path) -> Path:
-    run_dir = runs.create_run(tmp_path / "runs", "distilled", CONFIG)
+    run_dir = runs.create_run(tmp_path / "runs", "distilled", SAMPLE_RUN_CONFIG)
     model = runs.model_dir(run_dir)
     model.mkdir()
     (model / "config.json").write_text('{"id2label": {"0": "World", "1": "Sports", "2": "Business", '
                                        '"3": "Sci/Tech"}}', encoding="utf-8")
     (model / "model.safetensors").write_bytes(b"\x00" * 16)
-    runs.write_json_atomic(runs.eval_path(run_dir), EVAL)
+    storage.write_json_atomic(runs.eval_path(run_dir), SAMPLE_RUN_EVAL)
     runs.set_status(run_dir, "done")
     return run_dir
 
@@ -94,43 +81,6 @@ def test_hf_token_prefers_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert hub.hf_token() == PLANTED_TOKEN
 
 
-# ---------------------------------------------------------------- model card
-
-
-def test_model_card_has_valid_front_matter_and_the_facts() -> None:
-    card = hub.render_model_card(CONFIG, EVAL, BENCH, LABELS, repo_id="alice/minilm-ag-news")
-    assert card.startswith("---\n")
-    front, body = card[4:].split("\n---\n", 1)
-    yaml = pytest.importorskip("yaml")
-    meta = yaml.safe_load(front)
-    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
-    assert meta["tags"] == ["knowledge-distillation", "kd-studio"]
-    assert meta["datasets"] == ["ag_news"] and "accuracy" in meta["metrics"]
-    assert meta["base_model"] == "google/bert_uncased_L-4_H-256_A-4"
-    for row in ["| temperature | 2 |", "| alpha (weight of cross-entropy) | 0.5 |",
-                "| distillation loss | kl |", "| epochs | 5 |", "| learning rate | 2e-05 |", "| batch size | 64 |",
-                "| max length (tokens) | 150 |", "| student dropout | 0.3 |", "| seed | 42 |",
-                "| optimizer | adamw |"]:
-        assert row in body
-    assert "| accuracy | 0.9012 | 0.9461 |" in body and "| macro-F1 | 0.8999 | 0.9458 |" in body
-    assert "| agreement with teacher | 0.9345 | — |" in body and "ECE" in body
-    assert "| model | precision | batch_size | latency_ms_p50 | samples_per_s |" in body
-    assert "| student | fp32 | 1 | 4.21 | 237.5 |" in body
-    assert "(https://huggingface.co/datasets/ag_news)" in body
-    assert 'pipeline("text-classification", model="alice/minilm-ag-news")' in body
-    assert "## Limitations" in body and "Sci/Tech" in body and "org/bert-base-ag-news" in body
-
-
-def test_model_card_hides_local_paths_and_handles_missing_results(tmp_path: Path) -> None:
-    local = tmp_path / "secret-project" / "data"
-    local.mkdir(parents=True)
-    config = {**CONFIG, "mode": "finetune", "teacher": None, "student": str(tmp_path / "my-model"),
-              "data": {**CONFIG["data"], "source": str(local)}}
-    card = hub.render_model_card(config, None, None, ["neg", "pos"])
-    assert str(tmp_path) not in card and "datasets:" not in card and "base_model" not in card
-    assert "n/a (fine-tuning)" in card and "## Test results" not in card and "## Speed" not in card
-
-
 # ---------------------------------------------------------------- push
 
 
@@ -167,7 +117,7 @@ def test_push_offline_fails_cleanly_and_writes_nothing(
 
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's naming
+    def do_HEAD(self) -> None:
         self.send_response(200)
         self.end_headers()
 
@@ -199,11 +149,11 @@ def test_push_uploads_model_and_card_in_one_commit_without_leaking_the_token(
 
     sent: dict = {}
 
-    def create_repo(self, repo_id, *, private=None, exist_ok=False, **kwargs):  # noqa: ANN001, ANN202
+    def create_repo(self, repo_id, *, private=None, exist_ok=False, **kwargs):
         sent.update(repo_id=repo_id, private=private, exist_ok=exist_ok, token=self.token)
         return f"{local_endpoint}/{repo_id}"
 
-    def create_commit(self, repo_id, operations, *, commit_message, **kwargs):  # noqa: ANN001, ANN202
+    def create_commit(self, repo_id, operations, *, commit_message, **kwargs):
         sent["files"] = {op.path_in_repo: op.path_or_fileobj for op in operations}
         return None
 
@@ -228,7 +178,7 @@ def test_push_failure_message_scrubs_the_token(
 ) -> None:
     import huggingface_hub
 
-    def create_repo(self, repo_id, **kwargs):  # noqa: ANN001, ANN202
+    def create_repo(self, repo_id, **kwargs):
         raise RuntimeError(f"401 Unauthorized for header Authorization: Bearer {PLANTED_TOKEN}")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_core import jobs, runs
+from distill_core import jobs, runs, storage
 from distill_core.errors import UserError
 
 STAND_IN_WORKER = """
@@ -56,7 +56,7 @@ def root(tmp_path: Path) -> Iterator[Path]:
     yield root.resolve()
     # Never leave a stand-in behind, whatever a test did.
     for run_dir in runs.iter_run_dirs(root):
-        pid = runs.read_json(run_dir / "status.json", {}).get("pid")
+        pid = storage.read_json(run_dir / "status.json", {}).get("pid")
         if isinstance(pid, int) and jobs.is_alive(pid):
             os.killpg(pid, signal.SIGKILL)
             wait_until(lambda pid=pid: not jobs.is_alive(pid))
@@ -70,7 +70,7 @@ def test_start_job_runs_the_worker_and_logs_its_output(root: Path) -> None:
     run_dir = new_run(root, "solo")
     argv = [sys.executable, "-c", "import sys; print('hello from the worker'); sys.stderr.write('warned\\n')"]
     pid = jobs.start_job(run_dir, max_concurrent=1, argv=argv)
-    assert isinstance(pid, int) and runs.read_json(run_dir / "status.json")["pid"] == pid
+    assert isinstance(pid, int) and storage.read_json(run_dir / "status.json")["pid"] == pid
     wait_until(lambda: not jobs.is_alive(pid))
     assert runs.log_path(run_dir).read_text() == "hello from the worker\nwarned\n"
     # The stand-in never set 'running' and is gone: the store reports what happened.
@@ -89,7 +89,7 @@ def test_cap_holds_the_second_run_until_the_scheduler_starts_it(root: Path, monk
 
     wait_until(lambda: runs.read_status(first)["state"] == "done")
     started = jobs.start_queued(root, argv_for=stand_in(0.1))
-    assert len(started) == 1 and runs.read_json(second / "status.json")["pid"] == started[0]
+    assert len(started) == 1 and storage.read_json(second / "status.json")["pid"] == started[0]
     wait_until(lambda: runs.read_status(second)["state"] == "done")
     assert runs.read_status(second)["waiting"] is False
     assert jobs.start_queued(root, argv_for=stand_in(0.1)) == []  # nothing left to start

@@ -52,6 +52,13 @@ def _grad_of(loss_fn, logits_S: torch.Tensor) -> torch.Tensor:
     return leaf.grad.detach().clone()
 
 
+def _total_grad(logits_S, labels, logits_T, alpha: float, kd: str) -> torch.Tensor:
+    """Gradient of the combined distillation loss at T=2 with respect to the student logits."""
+    return _grad_of(
+        lambda z: distillation_loss(z, labels, logits_T, alpha=alpha, temperature=2.0, kd=kd).total, logits_S
+    )
+
+
 # ---- values ------------------------------------------------------------------------------------------
 
 
@@ -166,9 +173,7 @@ def test_kd_gradient_is_temperature_times_prob_difference():
 @pytest.mark.parametrize("kd", ["kl", "mse"], ids=["kl", "mse"])
 def test_alpha_one_gives_exactly_the_ce_gradient(kd):
     logits_S, logits_T, labels = _tensors()
-    grad_total = _grad_of(
-        lambda z: distillation_loss(z, labels, logits_T, alpha=1.0, temperature=2.0, kd=kd).total, logits_S
-    )
+    grad_total = _total_grad(logits_S, labels, logits_T, alpha=1.0, kd=kd)
     grad_ce = _grad_of(lambda z: ce_loss(z, labels), logits_S)
     assert torch.equal(grad_total, grad_ce)
 
@@ -176,9 +181,7 @@ def test_alpha_one_gives_exactly_the_ce_gradient(kd):
 @pytest.mark.parametrize("kd", ["kl", "mse"], ids=["kl", "mse"])
 def test_alpha_zero_gives_exactly_the_kd_gradient(kd):
     logits_S, logits_T, labels = _tensors()
-    grad_total = _grad_of(
-        lambda z: distillation_loss(z, labels, logits_T, alpha=0.0, temperature=2.0, kd=kd).total, logits_S
-    )
+    grad_total = _total_grad(logits_S, labels, logits_T, alpha=0.0, kd=kd)
     grad_kd = _grad_of(lambda z: KD_LOSSES[kd](z, logits_T, 2.0), logits_S)
     assert torch.equal(grad_total, grad_kd)
 
@@ -187,9 +190,7 @@ def test_alpha_zero_gives_exactly_the_kd_gradient(kd):
 def test_half_alpha_gradient_has_both_terms(kd):
     # The seed article's CE term was a float (.item()), so its gradient was only the KD part; guard that.
     logits_S, logits_T, labels = _tensors()
-    grad_total = _grad_of(
-        lambda z: distillation_loss(z, labels, logits_T, alpha=0.5, temperature=2.0, kd=kd).total, logits_S
-    )
+    grad_total = _total_grad(logits_S, labels, logits_T, alpha=0.5, kd=kd)
     grad_ce = _grad_of(lambda z: ce_loss(z, labels), logits_S)
     grad_kd = _grad_of(lambda z: KD_LOSSES[kd](z, logits_T, 2.0), logits_S)
     torch.testing.assert_close(grad_total, 0.5 * grad_ce + 0.5 * grad_kd)

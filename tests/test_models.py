@@ -1,8 +1,9 @@
-"""Model specs: the grammar, students built from a teacher, label checks, refusals, and model facts."""
+"""Loading what a spec names: students built from a teacher, label checks, refusals, and model facts.
+
+The spec grammar itself is tested in test_specs.py."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import LABEL_NAMES
@@ -10,17 +11,7 @@ from conftest import LABEL_NAMES
 from distill_core import models
 from distill_core.errors import HubUnreachableError, UserError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads mostly wait on
-    each other (measured: a 36-step fine-tune took 38 s with 2 threads, 19 s with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,58 +33,7 @@ def four_layer_teacher():
     return BertForSequenceClassification(config).eval()
 
 
-# ---------------------------------------------------------------- the grammar
-
-@pytest.mark.parametrize("spec, kind, value, layers, hidden", [
-    ("org/name", "hub", "org/name", 0, 0),
-    ("google/bert_uncased_L-10_H-256_A-4", "hub", "google/bert_uncased_L-10_H-256_A-4", 0, 0),
-    ("  odunola/bert-base-uncased-ag-news-finetuned-2 ", "hub", "odunola/bert-base-uncased-ag-news-finetuned-2",
-     0, 0),
-    ("./some/folder", "local", "some/folder", 0, 0),
-    ("/abs/folder", "local", "/abs/folder", 0, 0),
-    ("bundled:minilm-l6", "bundled", "minilm-l6", 0, 0),
-    ("truncate:3", "truncate", "truncate:3", 3, 0),
-    ("config:L4-H256", "config", "config:L4-H256", 4, 256),
-    ("config:l2-h128", "config", "config:l2-h128", 2, 128),
-], ids=["hub", "hub-compact-bert", "hub-stripped", "relative-folder", "absolute-folder", "bundled", "truncate",
-        "config", "config-lowercase"])
-def test_good_specs_parse(spec, kind, value, layers, hidden):
-    parsed = models.parse_spec(spec)
-    assert (parsed.kind, parsed.layers, parsed.hidden) == (kind, layers, hidden)
-    if kind == "local":
-        assert Path(parsed.value) == Path(value)
-    else:
-        assert parsed.value == value
-
-
-def test_existing_folder_without_prefix_is_local(tmp_path, monkeypatch):
-    (tmp_path / "my-model").mkdir()
-    monkeypatch.chdir(tmp_path)
-    assert models.parse_spec("my-model").kind == "local"
-
-
-@pytest.mark.parametrize("spec, match", [
-    ("", "empty"),
-    ("   ", "empty"),
-    ("bundled:gpt5", "unknown bundled model"),
-    ("truncate:", "malformed"),
-    ("truncate:two", "malformed"),
-    ("truncate:-1", "malformed"),
-    ("config:L4", "malformed"),
-    ("config:H256-L4", "malformed"),
-    ("config:L0-H256", "layers must be >= 1"),
-    ("config:L4-H100", "multiple of 64"),
-    ("config:L4-H32", "multiple of 64"),
-    ("bert-base-uncased", "neither an existing folder nor a Hub id"),
-    ("org/name/extra", "neither an existing folder nor a Hub id"),
-    ("https://huggingface.co/org/name", "neither an existing folder nor a Hub id"),
-], ids=["empty", "blank", "unknown-bundled", "truncate-no-number", "truncate-word", "truncate-negative",
-        "config-no-hidden", "config-swapped", "config-zero-layers", "config-hidden-100", "config-hidden-32",
-        "hub-id-without-org", "hub-id-three-parts", "url"])
-def test_bad_specs_are_refused(spec, match):
-    with pytest.raises(UserError, match=match):
-        models.parse_spec(spec)
-
+# ---------------------------------------------------------------- layer choice (the spec grammar: test_specs.py)
 
 def test_evenly_spaced_layers():
     assert models.evenly_spaced_layers(6, 3) == [0, 2, 5]
@@ -219,7 +159,7 @@ def test_folder_without_config_is_refused(tmp_path):
 def test_folder_without_safetensors_is_refused(tiny_teacher_dir, tmp_path):
     shutil.copy(tiny_teacher_dir / "config.json", tmp_path)
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickles can run code")
-    with pytest.raises(UserError, match="no .safetensors weights"):
+    with pytest.raises(UserError, match=r"no \.safetensors weights"):
         models.load_classifier(str(tmp_path), LABEL_NAMES)
 
 
@@ -273,7 +213,7 @@ def test_describe_names_the_shape(teacher):
 
 def test_max_length_above_the_model_limit_is_refused(teacher):
     models.check_max_length(teacher[0], 512, "t")
-    with pytest.raises(UserError, match="max_length=1000 exceeds .*512 positions"):
+    with pytest.raises(UserError, match=r"max_length=1000 exceeds .*512 positions"):
         models.check_max_length(teacher[0], 1000, "t")
 
 

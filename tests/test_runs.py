@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_core import runs
+from distill_core import runs, storage
 from distill_core.errors import UserError
 
 PLANTED_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCD"  # 30 letters: shaped like a real user token
@@ -40,15 +40,15 @@ def dead_pid() -> int:
 
 def test_write_json_atomic_round_trips_and_leaves_no_temp_files(tmp_path: Path) -> None:
     target = tmp_path / "x.json"
-    runs.write_json_atomic(target, {"a": 1, "name": "é"})
-    runs.write_json_atomic(target, {"a": 2})
-    assert runs.read_json(target) == {"a": 2}
+    storage.write_json_atomic(target, {"a": 1, "name": "é"})
+    storage.write_json_atomic(target, {"a": 2})
+    assert storage.read_json(target) == {"a": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
 
 
 def test_crash_before_replace_keeps_old_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "status.json"
-    runs.write_json_atomic(target, {"state": "running"})
+    storage.write_json_atomic(target, {"state": "running"})
 
     def crash(src: str, dst: str) -> None:
         assert Path(src).read_text(encoding="utf-8").startswith("{")  # the new content was fully written first
@@ -56,15 +56,15 @@ def test_crash_before_replace_keeps_old_file_intact(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(runs.os, "replace", crash)
     with pytest.raises(OSError, match="simulated"):
-        runs.write_json_atomic(target, {"state": "done"})
+        storage.write_json_atomic(target, {"state": "done"})
     assert json.loads(target.read_text(encoding="utf-8")) == {"state": "running"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
 
 
 def test_read_json_returns_default_for_missing_or_garbled(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"state": "runn', encoding="utf-8")
-    assert runs.read_json(tmp_path / "missing.json", default={}) == {}
-    assert runs.read_json(tmp_path / "bad.json") is None
+    assert storage.read_json(tmp_path / "missing.json", default={}) == {}
+    assert storage.read_json(tmp_path / "bad.json") is None
 
 
 # ---------------------------------------------------------------- metrics
@@ -104,7 +104,7 @@ def test_read_metrics_of_a_run_without_metrics_is_empty(run_dir: Path) -> None:
 
 def test_create_run_writes_config_and_queued_status(root: Path, run_dir: Path) -> None:
     assert run_dir == (root / "demo").resolve()
-    assert runs.read_json(run_dir / "config.json") == CONFIG
+    assert storage.read_json(run_dir / "config.json") == CONFIG
     status = runs.read_status(run_dir)
     assert status["state"] == "queued" and isinstance(status["created_at"], float)
 
@@ -136,7 +136,7 @@ def test_live_state_with_a_dead_pid_reads_as_interrupted(run_dir: Path, state: s
     runs.set_status(run_dir, state, pid=dead_pid())
     status = runs.read_status(run_dir)
     assert status["state"] == "interrupted" and status["interrupted_from"] == state
-    assert runs.read_json(run_dir / "status.json")["state"] == state  # reported, not rewritten
+    assert storage.read_json(run_dir / "status.json")["state"] == state  # reported, not rewritten
 
 
 def test_dead_worker_of_a_stopped_run_reads_as_cancelled(run_dir: Path) -> None:
@@ -215,7 +215,7 @@ def test_runs_root_honours_env_and_creates_it(tmp_path: Path, monkeypatch: pytes
 def test_list_runs_summarizes_newest_first_and_skips_garbage(root: Path, run_dir: Path) -> None:
     for epoch, accuracy in [(1, 0.81), (2, 0.86), (3, 0.84)]:
         runs.append_metric(run_dir, {"kind": "epoch", "epoch": epoch, "valid_accuracy": accuracy})
-    runs.write_json_atomic(runs.eval_path(run_dir), {"student": {"accuracy": 0.85}, "teacher": {"accuracy": 0.9}})
+    storage.write_json_atomic(runs.eval_path(run_dir), {"student": {"accuracy": 0.85}, "teacher": {"accuracy": 0.9}})
     runs.set_status(run_dir, "done")
     newer = runs.create_run(root, "newer", {"mode": "finetune", "student": "bundled:minilm-l6"})
     (root / "garbage").mkdir()
@@ -272,7 +272,7 @@ def test_token_is_never_written_to_metrics(run_dir: Path) -> None:
 def test_token_is_never_written_to_json(tmp_path: Path) -> None:
     target = tmp_path / "config.json"
     with pytest.raises(ValueError, match="looks like a Hugging Face token") as caught:
-        runs.write_json_atomic(target, {"env": {"HF_TOKEN": PLANTED_TOKEN}})
+        storage.write_json_atomic(target, {"env": {"HF_TOKEN": PLANTED_TOKEN}})
     assert PLANTED_TOKEN not in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -291,12 +291,12 @@ def test_file_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_pat
 
     lock = tmp_path / ".lock"
     order: list[str] = []
-    with runs.file_lock(lock):
-        with runs.file_lock(lock):  # a signal handler writing status inside a status write must not deadlock
+    with storage.file_lock(lock):
+        with storage.file_lock(lock):  # a signal handler writing status inside a status write must not deadlock
             order.append("nested")
 
         def contender() -> None:
-            with runs.file_lock(lock):
+            with storage.file_lock(lock):
                 order.append("other")
 
         other = threading.Thread(target=contender)

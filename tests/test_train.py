@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from distill_core import runs, train
+from distill_core import runs, storage, train
+from distill_core.batching import cache_root
 from distill_core.config import DataConfig, TrainConfig
 
 SEED_METRICS = ("training_loss", "training_kd_loss", "training_accuracy", "valid_loss", "valid_accuracy")
 TIMING_FIELDS = {"seconds", "samples_per_s", "time"}
 TRAIN_ROWS, VALID_ROWS, TEST_ROWS = 192, 48, 80  # tiny_data_dir: 240 train rows -> 80/20, and 80 test rows
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(root: Path, name: str, config: TrainConfig, on_event=None) -> tuple[Path, dict, list[dict]]:
@@ -43,18 +46,6 @@ def without_timing(rows_: list[dict]) -> list[dict]:
 
 def teacher_phases(events: list[dict]) -> list[str]:
     return [e["phase"] for e in events if e["kind"] == "phase" and e["phase"].startswith("teacher logits for")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads mostly wait on
-    each other (measured: a 36-step fine-tune took 38 s with 2 threads, 19 s with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,7 +125,7 @@ def test_accuracies_are_exact_fractions_of_the_split_sizes(finetuned):
         for name, size in (("training_accuracy", TRAIN_ROWS), ("valid_accuracy", VALID_ROWS)):
             correct = row[name] * size
             assert correct == pytest.approx(round(correct), abs=1e-6), (name, row[name])
-    evaluation = runs.read_json(runs.eval_path(run_dir))
+    evaluation = storage.read_json(runs.eval_path(run_dir))
     assert evaluation["student"]["n_examples"] == TEST_ROWS
     assert evaluation["student"]["accuracy"] * TEST_ROWS == pytest.approx(
         round(evaluation["student"]["accuracy"] * TEST_ROWS), abs=1e-6)
@@ -144,7 +135,7 @@ def test_run_folder_holds_config_and_a_safetensors_model(finetuned):
     from transformers import AutoModelForSequenceClassification
 
     run_dir, _, _ = finetuned
-    config = runs.read_json(run_dir / "config.json")
+    config = storage.read_json(run_dir / "config.json")
     assert config["mode"] == "finetune" and config["lr"] == 3e-3
     assert config["provenance"]["label_names"] == ["World", "Sports", "Business", "Sci/Tech"]
     assert config["provenance"]["split_sizes"] == {"train": TRAIN_ROWS, "validation": VALID_ROWS,
@@ -171,12 +162,12 @@ def test_distill_writes_kd_metrics_and_eval(distilled, finetuned):
     for row in rows(run_dir, "step"):
         assert row["kd_loss"] is not None
         assert row["loss"] == pytest.approx(0.5 * row["ce_loss"] + 0.5 * row["kd_loss"], rel=1e-6)  # float32 parts
-    evaluation = runs.read_json(runs.eval_path(run_dir))
+    evaluation = storage.read_json(runs.eval_path(run_dir))
     assert {"student", "teacher", "accuracy_retained"} <= evaluation.keys()
     assert 0.0 <= evaluation["student"]["agreement"] <= 1.0
     assert evaluation["teacher"]["spec"] == str(finetuned[0])
     # The teacher's test accuracy equals that of the fine-tuned run's own evaluation: the same model.
-    finetune_eval = runs.read_json(runs.eval_path(finetuned[0]))
+    finetune_eval = storage.read_json(runs.eval_path(finetuned[0]))
     assert evaluation["teacher"]["accuracy"] == pytest.approx(finetune_eval["student"]["accuracy"])
     student = AutoModelForSequenceClassification.from_pretrained(runs.model_dir(run_dir), use_safetensors=True)
     assert student.config.num_hidden_layers == 1
@@ -185,14 +176,14 @@ def test_distill_writes_kd_metrics_and_eval(distilled, finetuned):
 def test_same_seed_gives_identical_metrics_and_reuses_teacher_logits(root, distilled, finetuned, data_config):
     first_dir, _, first_events = distilled
     assert teacher_phases(first_events)  # the first distillation from this teacher computed its logits
-    cache_files = list((Path(train.cache_root()) / "teacher_logits").glob("*.npz"))
+    cache_files = list((cache_root() / "teacher_logits").glob("*.npz"))
     mtimes = {path: path.stat().st_mtime_ns for path in cache_files}
     second_dir, _, second_events = run(root, "distilled-again", distill_config(data_config, finetuned[0]))
     assert teacher_phases(second_events) == []  # every logit came from the cache
     assert {path: path.stat().st_mtime_ns for path in cache_files} == mtimes
     for kind in ("step", "epoch"):
         assert without_timing(rows(second_dir, kind)) == without_timing(rows(first_dir, kind))
-    first_eval, second_eval = (runs.read_json(runs.eval_path(d)) for d in (first_dir, second_dir))
+    first_eval, second_eval = (storage.read_json(runs.eval_path(d)) for d in (first_dir, second_dir))
     assert first_eval["student"]["confusion_matrix"] == second_eval["student"]["confusion_matrix"]
 
 
@@ -205,7 +196,7 @@ def test_alpha_1_distillation_is_label_only_training(root, finetuned, data_confi
     finetune_dir, _, _ = run(root, "finetune-truncated", TrainConfig(mode="finetune", **common))
     distill_steps, finetune_steps = rows(distill_dir, "step"), rows(finetune_dir, "step")
     assert len(distill_steps) == len(finetune_steps) == 4
-    for d, f in zip(distill_steps, finetune_steps):
+    for d, f in zip(distill_steps, finetune_steps, strict=True):
         assert d["loss"] == pytest.approx(d["ce_loss"], rel=1e-6)  # total = 1 * CE + 0 * KD
         assert d["kd_loss"] is not None and d["kd_loss"] > 0
         assert f["kd_loss"] is None
@@ -249,3 +240,54 @@ def test_early_stopping_when_validation_cannot_improve(root, tiny_teacher_dir, d
     epochs = rows(run_dir, "epoch")
     assert epochs[1]["valid_accuracy"] == epochs[0]["valid_accuracy"]
     assert runs.read_status(run_dir)["state"] == "done"
+
+
+# ---------------------------------------------------------------- the loop's bookkeeping (no training)
+
+def test_early_stopping_counts_epochs_without_a_strictly_better_accuracy():
+    stopper = train.EarlyStopping(patience=2)
+    assert stopper.update(0.5) and not stopper.should_stop
+    assert not stopper.update(0.5)  # a tie is no improvement: the earlier best model stays
+    assert not stopper.should_stop
+    assert not stopper.update(0.25) and stopper.should_stop
+    assert stopper.state_dict() == {"best_accuracy": 0.5, "epochs_without_improvement": 2}
+    resumed = train.EarlyStopping(patience=2)  # what a resumed run rebuilds from its checkpoint
+    resumed.load_state_dict(stopper.state_dict())
+    assert resumed == stopper and resumed.should_stop
+    never = train.EarlyStopping(patience=None)
+    for _ in range(5):
+        never.update(0.1)
+    assert not never.should_stop and never.epochs_without_improvement == 4
+
+
+def test_loss_totals_are_exact_over_examples_and_sum_over_processes():
+    import torch
+
+    from distill_core.loop import LossTotals
+    from distill_core.losses import LossParts
+
+    def batch(mean_loss: float, n: int, n_correct: int) -> LossTotals:
+        loss = torch.tensor(mean_loss)
+        labels = torch.zeros(n, dtype=torch.long)
+        logits = torch.zeros(n, 2)
+        logits[n_correct:, 1] = 1.0  # rows after the first n_correct predict class 1: wrong
+        return LossTotals.of_batch(LossParts(total=loss, ce=loss, kd=torch.tensor(0.0)), logits, labels)
+
+    totals = LossTotals()
+    totals.add(batch(1.0, n=3, n_correct=3))
+    totals.add(batch(3.0, n=1, n_correct=0))
+    assert totals == LossTotals(total=6.0, ce=6.0, kd=0.0, correct=3.0, count=4.0)
+    assert totals.mean(totals.total) == 1.5  # not the mean of batch means (2.0)
+    assert totals.mean(totals.correct) == 0.75
+    assert math.isnan(LossTotals().mean(0.0))
+
+    class TwoEqualProcesses:
+        device = "cpu"
+
+        def reduce(self, tensor, reduction):
+            assert reduction == "sum" and tensor.dtype == torch.float64
+            return tensor * 2
+
+    summed = totals.reduce(TwoEqualProcesses())
+    assert summed == LossTotals(total=12.0, ce=12.0, kd=0.0, correct=6.0, count=8.0)
+    assert summed.mean(summed.total) == totals.mean(totals.total)

@@ -1,0 +1,106 @@
+"""Tokenisation and batching: what turns the splits of a `LoadedData` into padded model batches.
+
+Tokenised splits are cached on disk under ``cache_root()`` (shared with the teacher-logit cache), keyed by the
+tokenizer, the max length and the rows; `Collator` pads each batch to its own longest row and
+`LengthGroupedBatchSampler` groups rows of similar length so that dynamic padding wastes little.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .data import LoadedData
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KD_CACHE_DIR", Path.home() / ".cache" / "kd_studio"))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha1(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()[:12]
+    return f"{type(tokenizer).__name__}-{digest}-{int(getattr(tokenizer, 'do_lower_case', True))}"
+
+
+def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
+    """Tokenise without padding (the collator pads each batch to its longest row), cached on disk."""
+    tok_key = tokenizer_fingerprint(tokenizer)
+    out = {}
+    for split, dataset in data.splits.items():
+        # The cached file holds every column, labels included: key it by the labels and label names as well as
+        # the texts (ids), or relabelled data with the same texts would train on the stale labels.
+        rows_digest = hashlib.sha1("".join(dataset["example_id"]).encode())
+        rows_digest.update(np.asarray(dataset["label"], dtype=np.int64).tobytes())
+        rows_digest.update(json.dumps(data.label_names).encode())
+        key = f"{tok_key}-{max_length}-{rows_digest.hexdigest()[:16]}"
+        cache_file = cache_root() / "tokenized" / f"{key}.arrow"
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        out[split] = dataset.map(
+            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+            batched=True, cache_file_name=str(cache_file), load_from_cache_file=True,
+            desc=f"tokenising {split}",
+            # Our key already names the result; without it `datasets` dill-pickles the whole tokenizer (its 30k
+            # vocabulary) to fingerprint every call, which cost more than the tokenisation itself.
+            new_fingerprint=hashlib.sha1(key.encode()).hexdigest()[:32],
+        )
+    import datasets
+
+    return datasets.DatasetDict(out)
+
+
+class Collator:
+    """Pads each batch to its own longest row and carries `labels`, `example_id` and cached teacher logits."""
+
+    model_input_names = ("input_ids", "attention_mask", "token_type_ids")
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        inputs = [{k: row[k] for k in self.model_input_names if k in row} for row in rows]
+        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
+        if "label" in rows[0]:  # prediction-only callers may pass model inputs alone
+            batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([row["teacher_logits"] for row in rows], dtype=torch.float32)
+        return batch
+
+
+class LengthGroupedBatchSampler:
+    """Shuffled batches of similar length, so dynamic padding wastes little compute.
+
+    The idea of transformers' LengthGroupedSampler as a batch sampler: shuffle, cut into mega-batches, sort each by
+    length, then shuffle the order of the batches. Seeded by (seed, epoch) so runs are reproducible; `set_epoch`
+    is called by the training loop before each epoch.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, mega_batch_factor: int = 50):
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.mega_batch_factor = mega_batch_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        mega = self.batch_size * self.mega_batch_factor
+        batches: list[list[int]] = []
+        for start in range(0, len(order), mega):
+            chunk = sorted(order[start:start + mega].tolist(), key=lambda i: -self.lengths[i])
+            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for index in rng.permutation(len(batches)):
+            yield batches[index]

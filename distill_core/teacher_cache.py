@@ -1,0 +1,94 @@
+"""Teacher logits cached per example, so that a teacher runs once per example, not once per batch of every epoch.
+
+One file per teacher fingerprint (models.model_fingerprint: its weights) and max_length, since both change the
+logits: ``cache_root()/teacher_logits/{teacher_key}-len{max_length}.npz`` with arrays ``ids`` (example ids, see
+data.py) and ``logits`` (float32, one row per id). Training fills it (`logits_for`); the Compare page reads it
+(`lookup`) rather than running the teacher over the test split again.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .batching import Collator, cache_root
+
+if TYPE_CHECKING:
+    from .train import Prepared
+
+
+def cache_file(teacher_key: str, max_length: int) -> Path:
+    return cache_root() / "teacher_logits" / f"{teacher_key}-len{max_length}.npz"
+
+
+def load(teacher_key: str, max_length: int) -> dict[str, np.ndarray]:
+    """Every cached row of this teacher at this max_length, by example id ({} without a cache file)."""
+    path = cache_file(teacher_key, max_length)
+    if not path.is_file():
+        return {}
+    with np.load(path) as stored:
+        return dict(zip(stored["ids"].tolist(), stored["logits"], strict=True))
+
+
+def save(teacher_key: str, max_length: int, logits: dict[str, np.ndarray]) -> None:
+    """Replace the cache file by ``logits`` (so pass what `load` gave plus the new rows).
+
+    Written to a temporary file named by process id and renamed: runs sharing a teacher may save at once, and
+    a reader sees one whole file or the other, never a torn one.
+    """
+    path = cache_file(teacher_key, max_length)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, ids=np.array(list(logits)), logits=np.stack(list(logits.values())).astype(np.float32))
+    os.replace(tmp, path)
+
+
+def lookup(teacher_key: str, ids: Sequence[str], max_length: int) -> np.ndarray | None:
+    """The cached logits of ``ids`` in that order (float32, [len(ids), classes]), or None unless all are cached."""
+    cached = load(teacher_key, max_length)
+    if len(ids) == 0 or not all(i in cached for i in ids):
+        return None
+    return np.stack([cached[i] for i in ids]).astype(np.float32)
+
+
+def logits_for(prepared: Prepared, split: str,
+               on_event: Callable[[dict[str, Any]], None] = lambda _: None) -> np.ndarray:
+    """Teacher logits for every row of a split: from the cache where present, computed (once) where not.
+
+    With ``config.teacher_cache`` off the cache is neither read nor written.
+    """
+    dataset = prepared.data.splits[split]
+    ids = dataset["example_id"]
+    key, max_length, use_cache = prepared.teacher_key, prepared.config.data.max_length, prepared.config.teacher_cache
+    assert key is not None, "teacher logits need a teacher: prepare sets teacher_key whenever it loads one"
+    cached = load(key, max_length) if use_cache else {}
+    missing = sorted({i for i in ids if i not in cached})
+    if missing:
+        on_event({"kind": "phase", "phase": f"teacher logits for {len(missing)} {split} examples"})
+        cached.update(_compute(prepared, dataset, set(missing), split, on_event))
+        if use_cache:
+            save(key, max_length, cached)
+    return np.stack([cached[i] for i in ids]).astype(np.float32)
+
+
+def _compute(prepared: Prepared, dataset, wanted: set[str], split: str, on_event) -> dict[str, np.ndarray]:
+    """One teacher pass over the rows whose id is in ``wanted``, tokenised with the teacher's own tokenizer."""
+    from .evaluate import predict_logits
+
+    subset = dataset.filter(lambda row: row["example_id"] in wanted)
+    # Duplicated texts share an id: compute each id once.
+    first_rows = list({eid: i for i, eid in reversed(list(enumerate(subset["example_id"])))}.values())
+    subset = subset.select(sorted(first_rows))
+    tokenized = subset.map(lambda b: prepared.teacher_tokenizer(b["text"], truncation=True,
+                                                                 max_length=prepared.config.data.max_length),
+                           batched=True)
+
+    def progress(done: int, total: int) -> None:
+        on_event({"kind": "teacher_progress", "split": split, "done": done, "total": total})
+
+    logits = predict_logits(prepared.teacher, tokenized, Collator(prepared.teacher_tokenizer),
+                            batch_size=prepared.config.eval_batch_size, on_progress=progress)
+    return dict(zip(tokenized["example_id"], logits, strict=True))
