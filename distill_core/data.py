@@ -23,6 +23,7 @@ from .specs import is_hub_id
 
 SUPPORTED_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 MAX_TEXT_CHARS = 100_000        # a longer cell is almost surely a broken file; tokenising it would stall the run
+EMBEDDED_DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # shipped with the repository (offline sample)
 DATA_DIR_ENV = "KD_DATA_DIR"    # folder of named local datasets: `--data ag_news` -> $KD_DATA_DIR/ag_news
 MAX_UNNAMED_CLASSES = 1_000     # without classes.txt ids 0..max become names; a stray huge id must not make 1e9
 
@@ -202,13 +203,21 @@ def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] 
 # ----------------------------------------------------------------------------------------------------------------
 # sources
 
+def named_data_roots() -> list[Path]:
+    """Folders whose datasets a bare name finds (``--data ag_news_sample``): ``$KD_DATA_DIR``, then the
+    repository's embedded ``data/``."""
+    configured = os.environ.get(DATA_DIR_ENV, "").strip()
+    return [*([Path(configured).expanduser()] if configured else []), EMBEDDED_DATA_DIR]
+
+
 def resolve_local(source: str) -> Path | None:
+    """The local file or folder a data source names (a path, or a dataset name in a named data root), or None
+    for a Hub dataset id."""
     path = Path(source).expanduser()
     if path.exists():
         return path
-    named_root = os.environ.get(DATA_DIR_ENV)
-    if named_root and is_hub_id(source) and (Path(named_root) / source).exists():
-        return Path(named_root) / source
+    if is_hub_id(source):
+        return next((root / source for root in named_data_roots() if (root / source).exists()), None)
     return None
 
 

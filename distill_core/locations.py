@@ -8,24 +8,16 @@ import os
 from pathlib import Path
 
 from . import env, hosting, runs
-from .data import DATA_DIR_ENV
+from .data import named_data_roots
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MAX_UPLOAD_MB = 50
 
 
 def data_roots() -> list[Path]:
-    """Folders whose datasets the UI may offer: ``$KD_DATA_DIR`` (default ``../shared/data`` if present) and
-    ``./data``. Visitors pick from these; they never type a server path."""
-    roots: list[Path] = []
-    configured = os.environ.get(DATA_DIR_ENV, "").strip()
-    if configured:
-        roots.append(Path(configured).expanduser())
-    elif (REPO_ROOT.parent / "shared" / "data").is_dir():
-        roots.append(REPO_ROOT.parent / "shared" / "data")
-    roots.append(REPO_ROOT / "data")
+    """Folders whose datasets the UI may offer: ``$KD_DATA_DIR`` if set, and the repository's ``data/`` (the
+    embedded AG News sample). Visitors pick from these; they never type a server path."""
     unique: list[Path] = []
-    for root in roots:
+    for root in named_data_roots():
         resolved = root.resolve()
         if resolved.is_dir() and resolved not in unique:
             unique.append(resolved)

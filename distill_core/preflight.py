@@ -7,7 +7,6 @@ load later, in train.prepare.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from . import hub, specs
@@ -73,12 +72,12 @@ def check_run(config: TrainConfig) -> dict[str, Any]:
     Validates the config, checks the model specs and loads the data (a Hub dataset only needs the Hub to
     answer). Returns provenance facts for config.json.
     """
-    from .data import load_data
+    from .data import load_data, resolve_local
 
     config.validate()
     check_specs(config)
     source = config.data.source
-    if not Path(source).exists():
+    if resolve_local(source) is None:
         if not specs.is_hub_id(source):
             raise UserError(f"data source {source!r} does not exist: pick a local dataset, upload a file or give a "
                             "Hub dataset id")

@@ -7,12 +7,14 @@ import pytest
 
 from distill_core import locations
 from distill_core.app import datasets
+from distill_core.config import DataConfig
+from distill_core.data import EMBEDDED_DATA_DIR, load_data, resolve_local
 from distill_core.errors import UserError
 
 
 def test_local_datasets_lists_dataset_folders_and_data_files_only(data_root):
     found = {Path(d.path).name: d.kind for d in datasets.local_datasets()}
-    assert found == {"tiny": "folder", "loose.csv": "file"}
+    assert found == {"tiny": "folder", "loose.csv": "file", "ag_news_sample": "folder"}  # + the embedded sample
 
 
 def test_save_upload_keeps_the_file_under_the_uploads_folder(data_root):
@@ -42,5 +44,21 @@ def test_estimate_rows_counts_local_files_and_knows_ag_news(data_root):
 
 
 def test_allowed_data_folders_are_the_data_roots_and_the_uploads(data_root):
-    assert locations.allowed_data_folders(Path("runs")) == [data_root.resolve(), *(
-        [locations.REPO_ROOT / "data"] if (locations.REPO_ROOT / "data").is_dir() else []), locations.uploads_dir()]
+    assert locations.allowed_data_folders(Path("runs")) == [data_root.resolve(), EMBEDDED_DATA_DIR.resolve(),
+                                                            locations.uploads_dir()]
+
+
+def test_the_embedded_sample_is_offered_and_found_by_name_with_no_configuration(monkeypatch):
+    monkeypatch.delenv("KD_DATA_DIR", raising=False)
+    found = {d.label.split()[0]: d for d in datasets.local_datasets()}
+    assert found["ag_news_sample"].kind == "folder"
+    assert resolve_local("ag_news_sample") == EMBEDDED_DATA_DIR / "ag_news_sample"
+    assert datasets.estimate_rows(found["ag_news_sample"].path) == (4_000, 1_000)
+    assert not any("shared" in str(root) for root in locations.data_roots())  # the product needs no ../shared
+
+
+def test_the_embedded_sample_loads_balanced_with_ag_news_class_names():
+    loaded = load_data(DataConfig(source="ag_news_sample"), seed=42)
+    assert loaded.label_names == ["World", "Sports", "Business", "Sci/Tech"]
+    assert {name: len(split) for name, split in loaded.splits.items()} == {"train": 3_200, "validation": 800,
+                                                                           "test": 1_000}

@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from distill_core import jobs, presets, runs, storage
+from distill_core.data import EMBEDDED_DATA_DIR
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 PAGES = ["app_pages/train.py", "app_pages/compare.py", "app_pages/benchmark.py", "app_pages/playground.py"]
@@ -126,9 +127,9 @@ def test_each_preset_sets_the_form_to_its_recipe(app_env, name):
         key = TRAIN_WIDGETS.get(field, f"t_{field}")
         assert at.session_state[key] == (0 if value is None else value), field
     assert at.radio(key="t_mode").value == ("pipeline" if preset.teacher_stage else "distill")
-    if preset.data_source is None:  # local data: the tiny dataset, the only one here
+    if preset.data_source is None:  # local data: the embedded AG News sample, found with no configuration
         assert at.radio(key="t_source_kind").value == "Local dataset"
-        assert at.selectbox(key="t_local").value == str(app_env.data)
+        assert at.selectbox(key="t_local").value == str((EMBEDDED_DATA_DIR / "ag_news_sample").resolve())
     else:
         assert at.text_input(key="t_hub_id").value == preset.data_source
 
