@@ -26,11 +26,19 @@ RUN grep -v '^-e ' requirements.txt > /tmp/deps.txt \
 COPY --chown=user:user distill_core ./distill_core
 COPY --chown=user:user app_pages ./app_pages
 COPY --chown=user:user .streamlit ./.streamlit
+COPY --chown=user:user data ./data
 COPY --chown=user:user streamlit_app.py README.md pyproject.toml ./
 # Editable, like requirements.txt: the product finds the repository's folders (./data) next to the package.
 RUN pip install --no-deps -e .
 
 USER user
+# The showcase (a fine-tuned teacher and two distilled students, evaluated and benchmarked) is built into the
+# image, into the store's gallery ($KD_RUNS_DIR/gallery, since KD_HOSTED=1), so a visitor sees it at once; about
+# 10 minutes on 2 CPU cores, ~250 MB of models. tests/test_showcase.py runs this same line outside Docker, so it
+# cannot rot. The caches it leaves (tokenised data, teacher logits, under KD_CACHE_DIR) are not needed at run time.
+# A Space with persistent storage mounts /data over this: keep KD_RUNS_DIR on the image there, or rebuild it.
+RUN python -m distill_core showcase --quiet && rm -rf /data/cache
+
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
 CMD ["streamlit", "run", "streamlit_app.py", "--server.port", "8501", "--server.address", "0.0.0.0"]

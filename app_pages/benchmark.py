@@ -59,7 +59,7 @@ def settings(root: Path) -> Grid:
                                                          "bases (weights do not change speed, so untrained heads are "
                                                          "fine).")
     c1, c2, c3, c4 = st.columns(4)
-    batch_sizes = c1.multiselect("Batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], default=[1, 8], key="b_batch")
+    batch_sizes = c1.multiselect("Batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], default=[1, 32], key="b_batch")
     seq_lens = c2.multiselect("Sequence lengths (tokens)", [16, 32, 64, 128, 150, 256, 512], default=[64],
                               key="b_seq")
     precisions = c3.multiselect("Precision", ["fp32", "bf16", "int8"], default=["fp32"], key="b_precision",

@@ -2,12 +2,14 @@
 per-class F1, training curves, and the test examples where teacher and student disagree."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
+import streamlit.components.v1 as components
 
-from app_pages import ui
-from distill_core import figures, hosting, runs
+from app_pages import score_file, ui
+from distill_core import figures, hosting, report, runs
 from distill_core.app import catalog, compare, views
 from distill_core.errors import UserError
 
@@ -32,6 +34,15 @@ COLUMN_CONFIG = {
                                                    help="p50 at batch 1, fp32, from the Benchmark page."),
     "n_test": st.column_config.NumberColumn("Test rows"),
 }
+TIMES = {"format": "%.1f×"}
+GAIN_COLUMNS = {
+    "model": "Student", "baseline": "Teacher",
+    "speedup_b1": st.column_config.NumberColumn("× faster, batch 1", **TIMES,
+                                                help="Teacher's p50 latency over the student's (fp32, same length)."),
+    "speedup_b32": st.column_config.NumberColumn("× faster, batch 32", **TIMES),
+    "smaller": st.column_config.NumberColumn("× smaller", **TIMES, help="Size of the weights on disk."),
+    "accuracy_kept": st.column_config.NumberColumn("Teacher's accuracy kept", **PERCENT),
+}
 DISAGREEMENT_COLUMNS = {
     "#": st.column_config.NumberColumn("#", width="small"),
     "text": st.column_config.TextColumn("Text", width="large"),
@@ -46,26 +57,92 @@ def store(root: Path) -> Path:
     """The public demo: a visitor's own runs, or the gallery an operator shared with everyone."""
     if not hosting.is_hosted():
         return root
-    choice = st.segmented_control("Runs", ["Yours", "Gallery"], default="Yours", key="c_store", required=True)
+    default = "Yours" if catalog.finished_runs(root) else "Gallery"  # a first visit opens on the showcase
+    choice = st.segmented_control("Runs", ["Yours", "Gallery"], default=default, key="c_store", required=True)
     return hosting.gallery_root(hosting.store_base(root)) if choice == "Gallery" else root
 
 
+def _forget_missing() -> None:
+    st.session_state.pop("c_runs_missing", None)
+
+
 def pick_runs(finished: dict[str, dict]) -> list[str]:
+    """The selection, which lives in the address (?runs=a,b): read on load, written on change."""
     default = [name for name, r in finished.items() if r.get("mode") == "distill"][:2] or list(finished)[:1]
-    return st.multiselect("Runs", list(finished), default=default, key="c_runs",
-                          format_func=lambda n: f"{n} ({finished[n].get('mode')})",
-                          help="Finished runs in the runs folder. A distillation run brings its teacher along.")
+    if "c_runs" not in st.session_state and "runs" in st.query_params:
+        asked = [n.strip() for n in st.query_params["runs"].split(",") if n.strip()]
+        default = [n for n in asked if n in finished]
+        st.session_state["c_runs_missing"] = [n for n in asked if n not in finished]
+    if st.session_state.get("c_runs_missing"):
+        st.warning(f"The link names runs that are not finished runs of this store: "
+                   f"{', '.join(st.session_state['c_runs_missing'])}. They may be unfinished, deleted, or in "
+                   "another runs folder.", icon=":material/link_off:")
+    selected = st.multiselect("Runs", list(finished), default=default, key="c_runs", on_change=_forget_missing,
+                              format_func=lambda n: f"{n} ({finished[n].get('mode')})",
+                              help="Finished runs in the runs folder. A distillation run brings its teacher along. "
+                                   "The address holds the selection: share it to share this view.")
+    if st.query_params.get("runs") != ",".join(selected):
+        st.query_params["runs"] = ",".join(selected)
+    return selected
 
 
-def summary_table(root: Path, selected: list[str]) -> None:
+def summary_table(root: Path, selected: list[str]) -> list[dict]:
     rows = compare.comparison_rows(root, selected)
-    shown = [{k: (v * 100 if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()}
-             for row in rows]
+    shown = [{k: (v * 100 if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()
+              if k in COLUMNS} for row in rows]
     measured = any(r.get("latency_ms_b1") is not None for r in rows)
     st.dataframe(shown, hide_index=True, column_config=COLUMN_CONFIG,
                  column_order=COLUMNS if measured else [c for c in COLUMNS if c != "latency_ms_b1"])
     if not measured:
         st.caption("Latency appears once the models are measured on the Benchmark page.")
+    gains(rows)
+    return rows
+
+
+def gains(rows: list[dict]) -> None:
+    """Each student against its teacher: the headline sentence and its numbers (the report shows the same)."""
+    trades = compare.trade_offs(rows)
+    if not trades:
+        return
+    st.subheader("What we gain and what we lose")
+    for sentence in compare.headlines(trades):
+        st.success(sentence, icon=":material/insights:")
+    shown = [{**t, "accuracy_kept": t["accuracy_kept"] * 100 if t["accuracy_kept"] is not None else None}
+             for t in trades]
+    st.dataframe(shown, hide_index=True, key="c_gains", column_config=GAIN_COLUMNS)
+
+
+def _report_key(root: Path, selected: list[str], rows: list[dict], price: float) -> str:
+    """What the report depends on: its numbers, the price and the per-example predictions it quotes."""
+    stamps = [(runs.resolve_run_dir(root, n) / runs.PREDICTIONS_FILE).stat().st_mtime
+              if (runs.resolve_run_dir(root, n) / runs.PREDICTIONS_FILE).is_file() else None for n in selected]
+    return json.dumps([str(root), selected, rows, price, stamps], default=str)
+
+
+def stakeholder_report(root: Path, selected: list[str], rows: list[dict]) -> None:
+    """One self-contained HTML page for whoever decides: download it, or look at it here before printing."""
+    st.subheader("Stakeholder report")
+    price = st.number_input("CPU price (USD per hour of one machine)", min_value=0.0, max_value=1000.0,
+                            value=report.DEFAULT_PRICE_PER_HOUR, step=0.01, format="%.2f", key="c_price",
+                            help="Sets the cost per million predictions: price / 3600 / samples per second × 10⁶.")
+    key = _report_key(root, selected, rows, float(price))
+    cached = st.session_state.get("c_report")
+    if not cached or cached["key"] != key:
+        try:
+            page = report.build_report(root, selected, price_per_hour=float(price))
+        except UserError as exc:
+            ui.show_error(exc)
+            return
+        cached = st.session_state["c_report"] = {"key": key, "html": page}
+    size_mb = len(cached["html"].encode("utf-8")) / 1e6
+    c1, c2 = st.columns([1, 3])
+    c1.download_button("Download report (HTML)", cached["html"], file_name="kd-studio-report.html",
+                       mime="text/html", icon=":material/description:", on_click="ignore", key="c_report_download")
+    c2.caption(f"One self-contained page, {size_mb:.1f} MB (plotly.js included once): headline, accuracy with 95% "
+               "intervals, latency, throughput and cost, the speed/accuracy chart, disagreement examples and "
+               "provenance. Opens offline; prints on its own print layout (Ctrl+P).")
+    if st.toggle("Printable view", key="c_report_view", help="The report as it prints, below."):
+        components.html(cached["html"], height=900, scrolling=True)
 
 
 def confusion_and_f1(root: Path, selected: list[str]) -> None:
@@ -140,10 +217,12 @@ def render() -> None:
     selected = pick_runs(finished)
     if not selected:
         ui.nothing_yet("Pick one or more runs.", link_to_train=False)
-    summary_table(root, selected)
+    rows = summary_table(root, selected)
+    stakeholder_report(root, selected, rows)
     confusion_and_f1(root, selected)
     training_curves(root, selected)
     disagreements(root, [name for name in selected if finished[name].get("mode") == "distill"])
+    score_file.render(root, selected)
 
 
 render()

@@ -1,5 +1,6 @@
 """The Train page's live-run section: pick a run (kept in the address as ?run=NAME) and watch it: status,
-progress and ETA, curves, Stop, and the test results once it is done. A pipeline is followed into its next stage.
+progress and ETA, curves, Stop, and the test results once it is done, with the student's download and push
+(model_out.py). A pipeline is followed into its next stage.
 
 Its own module only to keep the Train page's form readable; no other page uses it.
 """
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages import ui
+from app_pages import model_out, ui
 from distill_core import figures, pipeline, runs, specs
 from distill_core.app import estimate, views
 
@@ -74,6 +75,8 @@ def panel(root: Path, name: str, shown_state: str) -> None:
         st.toast(f"Stopping {name}…")
     if view.evaluation:
         evaluation_summary(view.evaluation)
+    if view.state == "done":
+        model_out.render(run_dir)
 
 
 def header(root: Path, name: str, view: views.LiveView) -> None:

@@ -12,6 +12,8 @@ from distill_core.app import catalog, datasets
 from distill_core.errors import UserError
 from distill_core.locations import uploads_for
 
+from . import showcase as showcase_panel
+
 # Page files as st.page_link wants them: relative to streamlit_app.py, the router that registers them.
 TRAIN_PAGE = "app_pages/train.py"
 COMPARE_PAGE = "app_pages/compare.py"
@@ -27,7 +29,9 @@ def prologue(title: str, caption: str) -> Path:
     """What every page starts with: its title, a one-line caption, and the session's runs folder."""
     st.title(title)
     st.caption(caption)
-    return session_root()
+    root = session_root()
+    showcase_panel.hint(root)  # first visit: nothing finished yet -> the showcase offer (or its build's progress)
+    return root
 
 
 def online() -> bool:
@@ -95,6 +99,7 @@ def render_sidebar(root: Path) -> None:
             st.markdown("**Models**")
             st.markdown("\n".join(f"- `{s}`" for s in bundled)
                         + "".join(f"\n- `{Path(s).name}` (local)" for s in extra) or "_none_")
+        showcase_panel.button(root)  # "Build the showcase" while nothing is finished
         live = [r for r in runs.list_runs(root) if r["state"] in runs.LIVE_STATES]
         if live:
             st.caption(f"{len(live)} run(s) queued or running: {', '.join(r['id'] for r in live[:3])}")

@@ -199,12 +199,58 @@ def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     return _execute(prepared, run_dir, progress, resume=True)
 
 
+# Data flags that shape the splits a training run carves; a test file scored in full has no use for them.
+SPLIT_FLAGS = {"valid_fraction": "--valid-fraction", "train_samples": "--train-samples",
+               "test_fraction": "--test-fraction", "eval_samples": "--eval-samples"}
+
+
+def _file_scored_in_full(args: argparse.Namespace) -> Path | None:
+    """evaluate's rule: a local test file is scored in full, every row: the file given, or a folder's test.*
+    (with or without a train file). The seeded splits of a training run are scored instead only when asked for:
+    --split train/validation, --eval-samples, or --test-fraction on a single file. None: load_data's splits."""
+    from .data import resolve_local
+    from .test_sets import file_to_score, only_test_file
+
+    local = resolve_local(args.data)
+    if local is None:
+        return None  # a Hub dataset: its own test split
+    split = args.split or "test"
+    given = [flag for dest, flag in SPLIT_FLAGS.items() if getattr(args, dest, None) is not None]
+    file = file_to_score(local)
+    if only_test_file(local):
+        if split != "test" or given:
+            flag = "--split" if split != "test" else given[0]
+            raise UserError(f"{flag}: {local} holds only a test file ({file.name if file else 'test'}), which "
+                            f"evaluate scores in full: drop {flag} (splits need a train file)")
+        return file
+    if file is None or split != "test" or {"--eval-samples", "--test-fraction"} & set(given):
+        return None
+    if given:
+        raise UserError(f"{given[0]} shapes the splits of a training run: evaluate scores every row of {file}: "
+                        f"drop {given[0]}")
+    return file
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .inference import evaluate_spec
+    from .test_sets import load_test_set, score_test_set
 
-    report = evaluate_spec(args.model, data_config_from_args(args), split=args.split, reference=args.reference,
-                           seed=args.seed, precision=args.precision, batch_size=args.batch_size,
-                           on_event=ProgressPrinter(args.quiet))
+    data_config = data_config_from_args(args)
+    data_config.validate()
+    whole_file = _file_scored_in_full(args)
+    progress = ProgressPrinter(args.quiet)
+    try:
+        if whole_file is not None:
+            test_set = load_test_set(whole_file, data_config.text_column, data_config.label_column)
+            report = score_test_set(args.model, test_set, reference=args.reference, precision=args.precision,
+                                    max_length=data_config.max_length, batch_size=args.batch_size,
+                                    on_event=progress)
+        else:
+            report = evaluate_spec(args.model, data_config, split=args.split or "test", reference=args.reference,
+                                   seed=args.seed, precision=args.precision, batch_size=args.batch_size,
+                                   on_event=progress)
+    finally:
+        progress.close()
     if args.out:
         from .storage import write_json_atomic
 
@@ -244,9 +290,26 @@ def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs.list_runs(args.runs_dir or runs.runs_root())}
 
 
+def _cmd_showcase(args: argparse.Namespace) -> dict[str, Any]:
+    from . import showcase
+
+    progress = ProgressPrinter(args.quiet)
+    try:
+        return showcase.build(args.runs_dir, args.recipe, on_event=progress)
+    finally:
+        progress.close()
+
+
+def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from . import report
+
+    root, names = report.locate_runs(args.run)
+    return report.write_report(root, names, args.out, price_per_hour=args.price_per_hour)
+
+
 COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipeline, "evaluate": _cmd_evaluate,
             "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume,
-            "list": _cmd_list, "export": _cmd_export}
+            "list": _cmd_list, "export": _cmd_export, "report": _cmd_report, "showcase": _cmd_showcase}
 
 
 def _quiet_libraries() -> None:

@@ -123,8 +123,11 @@ def _add_model_commands(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="test metrics of a model")
     evaluate.add_argument("--model", required=True, help="model to score: run folder, model folder or Hub id")
     evaluate.add_argument("--reference", help="a second model spec (e.g. the teacher) to measure agreement with")
-    evaluate.add_argument("--split", choices=["train", "validation", "test"], default="test",
-                          help="which split to score. Default: %(default)s.")
+    evaluate.add_argument("--split", choices=["train", "validation", "test"], default=None,
+                          help="which split to score. A local test file (the file given, or a folder's test.*) is "
+                               "scored in full, every row; train, validation (and --eval-samples, or "
+                               "--test-fraction on a single file) score the seeded splits a training run carves. "
+                               "Default: test.")
     evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="weights used for inference. Default: %(default)s.")
     evaluate.add_argument("--batch-size", type=int, default=128, help="inference batch size. Default: %(default)s.")
@@ -173,6 +176,29 @@ def _add_run_commands(commands: Any) -> None:
     listing.add_argument("--runs-dir", type=Path, default=None,
                          help="the run store to list. Default: $KD_RUNS_DIR or ./runs.")
 
+    showcase = commands.add_parser("showcase", help="build the showcase: a fine-tuned teacher and two distilled "
+                                   "students from the bundled model and the embedded AG News sample (read-only runs)")
+    showcase.add_argument("--runs-dir", type=Path, default=None,
+                          help="the run store. Default: $KD_RUNS_DIR or ./runs (hosted mode: its gallery/).")
+    showcase.add_argument("--recipe", choices=["full", "smoke"], default=None,
+                          help="full (the measured recipe; default, or $KD_SHOWCASE_RECIPE) or smoke (a few steps)")
+    showcase.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
+
+
+def _add_report_command(commands: Any) -> None:
+    from .report import DEFAULT_PRICE_PER_HOUR
+
+    report = commands.add_parser("report", help="the stakeholder report: one self-contained HTML page comparing "
+                                 "finished runs (a distillation run brings its teacher)")
+    report.add_argument("--run", action="append", type=Path, default=[],
+                        help="a finished run folder, e.g. runs/NAME, or a run name in $KD_RUNS_DIR (repeat for "
+                             "several; all in one runs folder)")
+    report.add_argument("--out", type=Path, default=Path("report.html"),
+                        help="the HTML file to write. Default: %(default)s.")
+    report.add_argument("--price-per-hour", type=float, default=DEFAULT_PRICE_PER_HOUR,
+                        help="USD per hour of one CPU machine, for the cost per million predictions. "
+                             "Default: %(default)s.")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distill_core", description="KD Studio: knowledge distillation "
@@ -181,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_commands(commands)
     _add_model_commands(commands)
     _add_run_commands(commands)
+    _add_report_command(commands)
     return parser
 
 

@@ -113,7 +113,7 @@ def find_split_file(folder: Path, split: str) -> Path | None:
     return found[0] if found else None
 
 
-def _read_classes_file(folder: Path) -> list[str] | None:
+def read_classes_file(folder: Path) -> list[str] | None:
     path = folder / "classes.txt"
     if not path.is_file():
         return None
@@ -145,7 +145,7 @@ def select_text(frame: pd.DataFrame, text_column: str, where: str) -> pd.Series:
     return text
 
 
-def _check_texts(text: pd.Series, where: str) -> None:
+def check_texts(text: pd.Series, where: str) -> None:
     empty = text.isna() | (text.str.strip() == "")
     if empty.any():
         rows = (np.flatnonzero(empty.to_numpy()) + 2).tolist()  # +2: 1-based and the header line
@@ -195,7 +195,7 @@ def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] 
         raise UserError(f"{where}: no label column {cfg.label_column!r}; columns are "
                         f"{list(map(str, frame.columns))}: set --label-column to one of them")
     text = select_text(frame, cfg.text_column, where)
-    _check_texts(text, where)
+    check_texts(text, where)
     labels = _labels_to_ids(frame[cfg.label_column], label_names, where, cfg.label_column)
     return text.tolist(), labels
 
@@ -228,10 +228,10 @@ def _load_local(path: Path, cfg: DataConfig, seed: int) -> tuple[dict[str, tuple
         if train_file is None:
             raise UserError(f"{path} has no train file: expected train.csv, train.jsonl, train.json or "
                             "train.parquet (and optionally test.*)")
-        classes = _read_classes_file(path)
+        classes = read_classes_file(path)
         files = {"train": train_file, **({"test": test_file} if test_file else {})}
     else:
-        classes = _read_classes_file(path.parent)
+        classes = read_classes_file(path.parent)
         files = {"train": path}
     rows = {split: _frame_to_rows(read_table(file), cfg, classes, file.name) for split, file in files.items()}
     label_names = classes or [str(i) for i in range(int(max(r[1].max() for r in rows.values())) + 1)]

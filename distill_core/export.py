@@ -28,13 +28,15 @@ EXPORT_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 PRECISION_HINT = "kd_studio_precision"  # config.json key: the precision to run the exported model at
 
 
-def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = "bf16") -> dict[str, Any]:
+def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = "bf16", *,
+                 exported_from: str | None = None) -> dict[str, Any]:
     """Write the trained classifier ``run_or_spec`` (a run folder, model folder or Hub id) to ``out_dir``.
 
     Refuses an ``out_dir`` that exists and is not empty, and student recipes (``truncate:N``, ``config:...``),
     which are not trained models. Writes into a staging folder beside ``out_dir`` and renames it into place, so an
     interrupted export never leaves a half-written model. Returns a summary: out, precision, stored dtype, size in
-    MB, parameters, files.
+    MB, parameters, files. ``exported_from`` is what ``config.json`` records as the source (default: the spec as
+    given; a download from the app records the run's name, never a server path).
     """
     from . import models
     from .inference import load_for_inference
@@ -51,7 +53,7 @@ def export_model(run_or_spec: str | Path, out_dir: str | Path, precision: str = 
     if precision == "bf16":
         model, _ = prepare_for_precision(model, "bf16")  # the exact cast that was benchmarked and scored
     stored_dtype = "bfloat16" if precision == "bf16" else "float32"
-    model.config.update({PRECISION_HINT: precision, "kd_studio_exported_from": spec})
+    model.config.update({PRECISION_HINT: precision, "kd_studio_exported_from": exported_from or spec})
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.export-{os.getpid()}.tmp")

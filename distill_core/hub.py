@@ -1,7 +1,9 @@
-"""The Hugging Face Hub: reachability, token lookup and pushing a finished run (its card: card.py).
+"""The Hugging Face Hub: reachability, token lookup and pushing a finished run (its card: card.py, gathered with
+the finished-run check in bundle.py, which the app's download shares).
 
-Tokens are read from the environment or the huggingface_hub credential store at the moment they are needed,
-handed to ``HfApi`` and nothing else: never logged, written, stored in a run or echoed in an error message.
+Tokens come from the caller (typed into the app: checked for form, used for that one call) or are read from the
+environment or the huggingface_hub credential store at the moment they are needed; they are handed to ``HfApi``
+and nothing else: never logged, written, stored in a run or echoed in an error message.
 huggingface_hub is imported lazily so that importing distill_core stays cheap.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from distill_core import card, env, runs, specs, storage
+from distill_core import bundle, env, specs, storage
 from distill_core.errors import HubUnreachableError, UserError
 
 REACHABILITY_TTL_S = 60.0
@@ -83,7 +85,7 @@ def require_hub(what: str, *, action: str = "fetch") -> None:
     if action == "fetch":
         advice = "use a local folder or bundled:minilm-l6, or connect and retry"
     raise HubUnreachableError(
-        f"cannot reach the Hugging Face Hub to {action} {_redact(what)!r} (offline?): {advice}"
+        f"cannot reach the Hugging Face Hub to {action} {redact(what)!r} (offline?): {advice}"
     )
 
 
@@ -101,43 +103,48 @@ def hf_token() -> str | None:
     return token.strip() or None
 
 
-def _redact(text: str, token: str | None = None) -> str:
-    if token:
+def redact(text: str, token: str | None = None) -> str:
+    """``text`` with ``token`` and anything that looks like a Hugging Face token replaced by ``hf_***``."""
+    if token and len(token) >= 8:  # a short typed value would garble the text, and cannot be a real token
         text = text.replace(token, "hf_***")
     return storage.HF_TOKEN_RE.sub("hf_***", text)
 
 
+def check_token(token: Any) -> str:
+    """A typed token, stripped, if it has the Hub's form (``hf_`` + letters and digits, the one rule that
+    storage.refuse_tokens also uses); UserError otherwise, before any network. The message never echoes it."""
+    token = token.strip() if isinstance(token, str) else ""
+    if not token:
+        raise UserError("enter a Hugging Face token: a write token from https://huggingface.co/settings/tokens")
+    if not storage.HF_TOKEN_RE.fullmatch(token):
+        raise UserError("that is not a Hugging Face token: tokens are hf_ followed by at least 20 letters and "
+                        "digits; copy a write token from https://huggingface.co/settings/tokens")
+    return token
+
+
 # ---------------------------------------------------------------- push
 def _validate_repo_id(repo_id: Any) -> str:
+    if isinstance(repo_id, str) and not repo_id.strip():
+        raise UserError("enter a repo id as USER/NAME (e.g. alice/minilm-ag-news)")
     if not specs.is_hub_id(repo_id, require_org=True):  # the one Hub-id rule, with the owner required
-        shown = _redact(repo_id) if isinstance(repo_id, str) else repo_id
+        shown = redact(repo_id) if isinstance(repo_id, str) else repo_id
         raise UserError(f"invalid repo id {shown!r}: use USER/NAME with letters, digits, '.', '_' or '-' "
                         "(e.g. alice/minilm-ag-news)")
     return repo_id
-
-
-def _label_names(model: Path, evaluation: Any) -> list[str]:
-    names = specs.label_names(str(model))  # the model's id2label, else the names eval.json recorded
-    if names is None:
-        recorded = card.split_eval(evaluation)[0].get("label_names")
-        names = [str(n) for n in recorded] if isinstance(recorded, list) else []
-    return names
 
 
 def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Upload a finished run's model with a generated card to ``repo_id``; returns the repo URL.
 
     The card is uploaded from memory in the same commit as the model files, so nothing is staged on disk and
-    the run folder is left untouched.
+    the run folder is left untouched. A ``token`` passed in (typed into the app) is checked for the Hub's form
+    before anything else and used for this call only; without one, $HF_TOKEN or the huggingface_hub login is used.
     """
+    if token is not None:
+        token = check_token(token)
     repo_id = _validate_repo_id(repo_id)
     run_dir = Path(run_dir)
-    state = runs.read_status(run_dir).get("state")
-    if state != "done":
-        raise UserError(f"run {run_dir.name!r} is {state}: only finished runs (state done) can be pushed")
-    model = runs.model_dir(run_dir)
-    if not (model / "config.json").is_file():
-        raise UserError(f"run {run_dir.name!r} has no saved model in {model}: rerun it to produce one")
+    model = bundle.finished_model(run_dir, "pushed")
     require_hub(repo_id, action="push")
     token = token or hf_token()
     if not token:
@@ -145,13 +152,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    config = storage.read_json(run_dir / runs.CONFIG_FILE, {})
-    evaluation = storage.read_json(runs.eval_path(run_dir))
-    bench = storage.read_json(run_dir / runs.BENCH_FILE)
-    readme = card.render_model_card(config if isinstance(config, dict) else {},
-                                    evaluation if isinstance(evaluation, dict) else None,
-                                    bench if isinstance(bench, list) else None,
-                                    _label_names(model, evaluation), repo_id=repo_id)
+    readme = bundle.run_card(run_dir, repo_id=repo_id)
     if storage.HF_TOKEN_RE.search(readme) or (len(token) >= 8 and token in readme):
         raise ValueError("refusing to push: the model card would contain a Hugging Face token")
     operations = [
@@ -165,7 +166,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
         url = api.create_repo(repo_id, private=private, exist_ok=True)
         api.create_commit(repo_id, operations, commit_message=f"Upload KD Studio run {run_dir.name}")
     except Exception as err:  # network, auth, quota: all reported the same way, with the token scrubbed
-        detail = _redact(f"{type(err).__name__}: {err}", token)
+        detail = redact(f"{type(err).__name__}: {err}", token)
         # from None: the chained original may carry request details we have not scrubbed.
         raise UserError(f"push of run {run_dir.name!r} to {repo_id!r} failed ({detail}): "
                         "check the token has write access and retry") from None

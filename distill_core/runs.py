@@ -125,6 +125,9 @@ def delete_run(root: Path, name: str) -> None:
     if not (run_dir / CONFIG_FILE).exists() and not (run_dir / STATUS_FILE).exists():
         raise UserError(f"{run_dir} does not look like a run (no config.json or status.json): remove it by hand")
     status = read_status(run_dir)
+    if status.get("showcase"):  # distill_core.showcase marks its runs read-only
+        raise UserError(f"run {run_dir.name!r} belongs to the showcase and is read-only: it is not deleted "
+                        "(remove its folder by hand to rebuild it with `python -m distill_core showcase`)")
     if status.get("state") == "running" or (status.get("state") == "queued" and status.get("pid")):
         raise UserError(f"run {run_dir.name!r} is still {status['state']}: stop it first, then delete it")
     shutil.rmtree(run_dir)
@@ -344,6 +347,7 @@ def _summarize(run_dir: Path) -> dict | None:
         "epochs_done": len(epoch_rows), "best_valid_accuracy": max(valid_accuracies) if valid_accuracies else None,
         "test_accuracy": _eval_accuracy(evaluation, "student"),
         "teacher_test_accuracy": _eval_accuracy(evaluation, "teacher"), "error": status.get("error"),
+        "showcase": bool(status.get("showcase")),  # a read-only showcase run (distill_core.showcase)
     }
 
 

@@ -122,7 +122,16 @@ def run_record(prepared: Prepared) -> dict[str, Any]:
 def make_accelerator(mixed_precision: str | None = None):
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
+
+    # Accelerate keeps one process-wide state and refuses (or, given None, silently inherits) another precision.
+    # One process may train several runs in turn (the showcase: bf16; a test session: fp32 then bf16), so a run
+    # that asks for another precision than the last one starts from a fresh precision state. The distributed
+    # setup (PartialState) is kept: it never changes within a process.
+    requested = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != requested:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
     # split_batches: --batch-size is the global batch, so 1 process and N processes see the same batches.
     # cpu=True without an accelerator: Accelerate only sets up gloo across CPU processes (torchrun) when told.

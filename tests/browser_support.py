@@ -110,3 +110,20 @@ def predict(tab, text: str) -> float:
     tab.wait_for_function(f"(before) => ({PROBS_JS})() !== before && ({PROBS_JS})() !== null", arg=before,
                           timeout=90_000)
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def browser_tab(timeout_ms: int = 60_000) -> Iterator:
+    """A Chromium tab (1400 x 1600) with a default timeout, and ``tab.shots``: the screenshot folder."""
+    from playwright import sync_api
+
+    shots = screenshot_dir()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1600})
+        tab.set_default_timeout(timeout_ms)
+        tab.shots = shots
+        try:
+            yield tab
+        finally:
+            browser.close()

@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 from browser_support import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     LOSS_POINTS_JS,
+    browser_tab,
     open_page,
     predict,
-    screenshot_dir,
     set_number,
     settle,
     streamlit_server,
@@ -37,7 +36,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 RUN = "e2e-distill"
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture
@@ -60,16 +59,10 @@ def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
 
 @pytest.fixture
 def page():
-    shots = screenshot_dir()
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1600})
-        tab.set_default_timeout(60_000)
-        tab.shots = shots
+    with browser_tab() as tab:
         yield tab
         if getattr(tab, "failed", False):
-            tab.screenshot(path=str(shots / "failure.png"), full_page=True)
-        browser.close()
+            tab.screenshot(path=str(tab.shots / "failure.png"), full_page=True)
 
 
 def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path):

@@ -360,6 +360,8 @@ def test_each_visitor_sees_their_own_runs_and_the_gallery(hosted):
     assert any("gallery" in label for label in models_offered), models_offered
     assert not any("run mine" in label and "gallery" not in label for label in models_offered)
     theirs.switch_page("app_pages/compare.py").run()
+    assert theirs.segmented_control(key="c_store").value == "Gallery"  # B has no runs: Compare opens on the gallery
+    theirs.segmented_control(key="c_store").set_value("Yours").run()
     assert any("No finished runs" in i.value for i in theirs.info)  # B has none of their own ...
     theirs.segmented_control(key="c_store").set_value("Gallery").run()
     assert not theirs.exception, theirs.exception

@@ -37,7 +37,8 @@ def model_choices(root: Path, *, include_bundled: bool, trained_only: bool = Fal
     """
     choices: dict[str, str] = {}
     for run in finished_runs(root):
-        choices[run["path"]] = f"run {run['id']} ({run['mode'] or 'model'}, {_pct(run['test_accuracy'])})"
+        badge = " · showcase, read-only" if run.get("showcase") else ""
+        choices[run["path"]] = f"run {run['id']} ({run['mode'] or 'model'}, {_pct(run['test_accuracy'])}){badge}"
     for spec in extra_model_specs():
         choices.setdefault(spec, f"{Path(spec).name} (local model)")
     if include_bundled and not trained_only:
@@ -63,12 +64,19 @@ def model_catalog(root: Path, *, include_bundled: bool, hub_ok: bool = True) -> 
 
 
 def default_pair(root: Path, available: Iterable[str]) -> list[str]:
-    """The newest finished distillation run's student and teacher (those of them in ``available``)."""
+    """The newest finished distillation run's student and teacher (those of them in ``available``); when that
+    is a showcase run, or there is none and the showcase is built (hosted: in the gallery), the showcase's
+    teacher and students."""
+    from .. import showcase
+
     available = list(available)
     for run in finished_runs(root):
-        if run.get("mode") == "distill":
+        if run.get("mode") == "distill" and not run.get("showcase"):
             return [spec for spec in (run.get("teacher"), run["path"]) if spec in available]
-    return available[:1]
+        if run.get("mode") == "distill":
+            break
+    shown = [spec for spec in showcase.model_specs(root) if spec in available]
+    return shown or available[:1]
 
 
 def run_dir_of_spec(root: Path, spec: str) -> Path | None:

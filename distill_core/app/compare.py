@@ -9,46 +9,123 @@ from .. import runs, specs, storage, teacher_cache
 from ..config import DataConfig
 from ..errors import UserError
 
+BENCH_BATCHES = (1, 32)  # interactive latency, and a batch of offline scoring
 
-def _latency_ms(run_dir: Path) -> float | None:
-    """Batch-1 fp32 p50 latency of the run's model from its bench.json (shortest length measured)."""
-    rows = storage.read_json(run_dir / runs.BENCH_FILE)
+
+def _bench_row(run_dir: Path | None, batch_size: int) -> dict | None:
+    """The fp32 row at ``batch_size`` of the run's bench.json (shortest length measured), or None."""
+    rows = storage.read_json(run_dir / runs.BENCH_FILE) if run_dir is not None else None
     if not isinstance(rows, list):
         return None
-    candidates = [r for r in rows if isinstance(r, dict) and r.get("batch_size") == 1
+    candidates = [r for r in rows if isinstance(r, dict) and r.get("batch_size") == batch_size
                   and r.get("precision") == "fp32" and isinstance(r.get("latency_ms_p50"), (int, float))]
-    return min(candidates, key=lambda r: r.get("seq_len", 0))["latency_ms_p50"] if candidates else None
+    return min(candidates, key=lambda r: r.get("seq_len", 0)) if candidates else None
 
 
-def _row(model: str, role: str, spec: Any, facts: dict, metrics: dict, latency_ms: float | None,
-         agreement: Any) -> dict[str, Any]:
+def _speed(run_dir: Path | None) -> dict[str, Any]:
+    """Latency p50/p95, throughput and length at batch 1 and 32 (None where not measured), from bench.json."""
+    speed: dict[str, Any] = {}
+    for batch in BENCH_BATCHES:
+        row = _bench_row(run_dir, batch) or {}
+        speed.update({f"latency_ms_b{batch}": row.get("latency_ms_p50"),
+                      f"latency_ms_p95_b{batch}": row.get("latency_ms_p95"),
+                      f"samples_per_s_b{batch}": row.get("samples_per_s"), f"seq_len_b{batch}": row.get("seq_len")})
+        if row and "bench" not in speed:
+            speed["bench"] = {k: row.get(k) for k in ("threads", "torch_version", "machine", "repeats", "warmup")}
+    return speed
+
+
+def _row(model: str, role: str, spec: Any, facts: dict, metrics: dict, bench_dir: Path | None,
+         agreement: Any, baseline: str | None = None) -> dict[str, Any]:
     return {"model": model, "role": role, "spec": spec, "parameters": facts["parameters"],
             "size_mb": facts["size_mb"], "test_accuracy": metrics.get("accuracy"),
             "macro_f1": metrics.get("macro_f1"), "agreement": agreement, "ece": metrics.get("ece"),
-            "latency_ms_b1": latency_ms, "n_test": metrics.get("n_examples")}
+            "n_test": metrics.get("n_examples"), **_speed(bench_dir), "baseline": baseline}
 
 
 def comparison_rows(root: Path, run_names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per selected run's model, plus one per distinct teacher, for the Compare table."""
     root = Path(root).resolve()
     table: list[dict[str, Any]] = []
-    teachers_seen: set[str] = set()
+    teacher_rows: dict[str, str] = {}  # teacher spec -> the model name of its row
     for name in run_names:
         run_dir = runs.resolve_run_dir(root, name)
         config = storage.read_json(run_dir / runs.CONFIG_FILE, {}) or {}
         evaluation = storage.read_json(runs.eval_path(run_dir), {}) or {}
         student = evaluation.get("student") or {}
         role = "student" if config.get("mode") == "distill" else "fine-tuned"
-        table.append(_row(f"run {name}", role, config.get("student"), specs.model_facts(str(run_dir)), student,
-                          _latency_ms(run_dir), student.get("agreement")))
         teacher, teacher_spec = evaluation.get("teacher"), config.get("teacher")
-        if isinstance(teacher, dict) and teacher_spec and teacher_spec not in teachers_seen:
-            teachers_seen.add(teacher_spec)
+        if isinstance(teacher, dict) and teacher_spec and teacher_spec not in teacher_rows:
+            teacher_rows[teacher_spec] = f"teacher of {name}"
             teacher_dir = specs.model_folder(Path(teacher_spec))
-            table.append(_row(f"teacher of {name}", "teacher", specs.spec_label(teacher_spec, root),
-                              specs.model_facts(teacher_spec), teacher,
-                              _latency_ms(teacher_dir.parent) if teacher_dir else None, 1.0))
+            teacher_row = _row(f"teacher of {name}", "teacher", specs.spec_label(teacher_spec, root),
+                               specs.model_facts(teacher_spec), teacher,
+                               teacher_dir.parent if teacher_dir else None, 1.0)
+        else:
+            teacher_row = None
+        table.append(_row(f"run {name}", role, config.get("student"), specs.model_facts(str(run_dir)), student,
+                          run_dir, student.get("agreement"), teacher_rows.get(str(teacher_spec)) if teacher else None))
+        if teacher_row:
+            table.append(teacher_row)
     return table
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    ok = all(isinstance(v, (int, float)) and v > 0 for v in (numerator, denominator))
+    return float(numerator) / float(denominator) if ok else None
+
+
+def trade_offs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each student gains and loses against its teacher, from comparison_rows: speed-up at batch 1 and 32
+    (latency ratio at the same length; None where not measured), times smaller on disk, share of the teacher's
+    accuracy kept. Compare's table and the stakeholder report both show exactly these values."""
+    by_name = {row["model"]: row for row in rows}
+    result = []
+    for row in rows:
+        teacher = by_name.get(row.get("baseline") or "")
+        if teacher is None:
+            continue
+        speedups = {}
+        for batch in BENCH_BATCHES:
+            same_length = row.get(f"seq_len_b{batch}") == teacher.get(f"seq_len_b{batch}")
+            speedups[f"speedup_b{batch}"] = (_ratio(teacher.get(f"latency_ms_b{batch}"),
+                                                    row.get(f"latency_ms_b{batch}")) if same_length else None)
+        result.append({"model": row["model"], "baseline": teacher["model"], **speedups,
+                       "smaller": _ratio(teacher.get("size_mb"), row.get("size_mb")),
+                       "accuracy_kept": _ratio(row.get("test_accuracy"), teacher.get("test_accuracy"))})
+    return result
+
+
+def _times(value: float) -> str:
+    return f"{value:.1f}×"
+
+
+def headline(trade: dict[str, Any], subject: str = "The student") -> str:
+    """One sentence: speed-up at batch 1 and 32, times smaller, accuracy kept (numbers as Compare shows them);
+    what was not measured is said, never guessed."""
+    b1, b32 = trade.get("speedup_b1"), trade.get("speedup_b32")
+    parts, missing = [], []
+    if b1 is not None and b32 is not None:
+        parts.append(f"{_times(b1)} faster at batch 1 and {_times(b32)} at batch 32")
+    elif b1 is not None or b32 is not None:
+        parts.append(f"{_times(b1 or b32 or 0.0)} faster at batch {1 if b1 is not None else 32}")
+    missing += [f"batch {b}" for b, v in ((1, b1), (32, b32)) if v is None]
+    if trade.get("smaller") is not None:
+        parts.append(f"{_times(trade['smaller'])} smaller")
+    kept = trade.get("accuracy_kept")
+    tail = f"keeps {kept:.1%} of the teacher's accuracy" if kept is not None else "has no test accuracy"
+    body = f"{', '.join(parts)}{',' if len(parts) > 1 else ''} and {tail}" if parts else tail
+    sentence = f"{subject} {'is ' + body if parts else body}"
+    if missing:
+        sentence += f" (speed at {' and '.join(missing)} not measured: run Benchmark)"
+    return sentence + "."
+
+
+def headlines(trades: Sequence[dict[str, Any]]) -> list[str]:
+    """The headline of each student ("The student ..." when there is one)."""
+    if len(trades) == 1:
+        return [headline(trades[0])]
+    return [headline(t, f"Student {t['model'].removeprefix('run ')}") for t in trades]
 
 
 def _predict(spec: str, data, config: DataConfig, label_names: list[str]):

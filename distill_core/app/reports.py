@@ -41,10 +41,15 @@ def html_report(title: str, figures: Sequence[Any], rows: Sequence[dict], notes:
 
 
 def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path]) -> None:
-    """Keep each run's benchmark rows in its bench.json (read by Compare and by the model card)."""
+    """Keep each run's benchmark rows in its bench.json (read by Compare, the report and the model card),
+    each stamped with the machine it was measured on (called right after measuring, in the measuring process)."""
+    from ..bench import machine_info
+
+    info = machine_info()
+    machine = f"{info['cpu_model']}, {info['usable_cores']} usable cores, {info['platform']}"
     by_spec: dict[Any, list[dict]] = {}
     for row in rows:
-        by_spec.setdefault(row.get("model"), []).append(row)
+        by_spec.setdefault(row.get("model"), []).append({"machine": machine, **row})
     for spec, run_dir in spec_to_run_dir.items():
         if spec in by_spec and Path(run_dir).is_dir():
             storage.write_json_atomic(Path(run_dir) / runs.BENCH_FILE, by_spec[spec])
