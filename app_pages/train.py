@@ -6,9 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages import live_run, ui
+from app_pages import estimate_panel, live_run, ui
 from distill_core import hosting, pipeline, presets, specs
-from distill_core.app import catalog, datasets, estimate
+from distill_core.app import catalog, datasets
 from distill_core.config import FIELD_HELP as HELP
 from distill_core.config import DataConfig, TrainConfig
 from distill_core.errors import UserError
@@ -270,23 +270,6 @@ def build_configs(source: str, teacher: str, student: str, stage: presets.Teache
 
 
 # ---------------------------------------------------------------- start
-def time_estimate(distill: TrainConfig, teacher: TrainConfig | None) -> None:
-    sizes = estimate.split_sizes(distill, *datasets.estimate_rows(distill.data.source)) if distill.data.source \
-        else None
-    if not sizes:
-        return
-    seconds = estimate.estimate_seconds(distill, sizes)
-    stages = f"distillation ~{estimate.format_duration(seconds)}"
-    if teacher is not None:
-        teacher_seconds = estimate.estimate_seconds(teacher, sizes)
-        stages = f"teacher fine-tune ~{estimate.format_duration(teacher_seconds)} + {stages}"
-        seconds += teacher_seconds
-    st.info(f"**Estimated time: ~{estimate.format_duration(seconds)}** ({stages}) on {sizes[0]:,} training, "
-            f"{sizes[1]:,} validation and {sizes[2]:,} test rows. This is an estimate from a measured CPU throughput "
-            f"(~{estimate.REF_SAMPLES_PER_S:.0f} samples/s for MiniLM-L6 at batch 32, scaled by layers × hidden²); "
-            "the live panel shows the real ETA.", icon=":material/schedule:")
-
-
 def start_controls(root: Path, distill: TrainConfig, teacher: TrainConfig | None) -> None:
     """Run name and Start; a started run (a pipeline's first stage) becomes the one the live panel follows."""
     name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
@@ -314,7 +297,7 @@ def configure(root: Path, found: dict[str, str]) -> None:
     hyperparameters_section()
     distill, teacher_config = build_configs(source, teacher, student, stage)
     st.subheader("4 · Start")
-    time_estimate(distill, teacher_config)
+    estimate_panel.render(distill, teacher_config)
     start_controls(root, distill, teacher_config)
 
 

@@ -65,6 +65,16 @@ def nothing_yet(message: str, *, link_to_train: bool = True) -> None:
     st.stop()
 
 
+def chart(fig, *, key: str, table: list[dict] | None = None, where=st) -> None:
+    """A plotly chart with its title as the accessible name, and its numbers as a table a screen reader (or a
+    stakeholder who wants the figures) can read: every chart in the app goes through here."""
+    title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else key
+    where.plotly_chart(fig, key=key, config={"displaylogo": False})
+    if table:
+        with where.expander(f"{title}: data as a table"):
+            st.dataframe(table, hide_index=True)
+
+
 def spec_picker(label: str, key: str, choices: dict[str, str], hub_key: str, help: str) -> str:
     """A selectbox over known models plus 'a Hub model id' (with a text box); returns the chosen spec."""
     options = list(choices) + [HUB_OPTION]

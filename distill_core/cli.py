@@ -128,7 +128,7 @@ def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
     in this process; then what waits on it starts."""
     from .pipeline import run_worker
 
-    return run_worker(args.run_dir)
+    return run_worker(args.run_dir, resume=args.resume)
 
 
 def _out_folder(out: str) -> Path:

@@ -171,6 +171,7 @@ def _add_run_commands(commands: Any) -> None:
 
     worker = commands.add_parser("worker", help="(internal) run a queued run folder; used by the dashboard")
     worker.add_argument("--run-dir", required=True, type=Path, help="the queued run folder (config.json + status)")
+    worker.add_argument("--resume", action="store_true", help="continue from the run's last completed epoch")
 
     listing = commands.add_parser("list", help="list runs in the run store")
     listing.add_argument("--runs-dir", type=Path, default=None,

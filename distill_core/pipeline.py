@@ -208,9 +208,10 @@ def stop_run(run_dir: Path) -> bool:
     return stopped
 
 
-def run_worker(run_dir: Path) -> dict[str, Any]:
-    """The body of ``python -m distill_core worker``: train a queued run folder in this process, keep its
-    status truthful whatever happens, then start what waits on it."""
+def run_worker(run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
+    """The body of ``python -m distill_core worker``: train a queued run folder in this process (with
+    ``resume``, from its last completed epoch), keep its status truthful whatever happens, then start what
+    waits on it."""
     from .config import load_train_config
     from .train import execute, prepare
 
@@ -218,7 +219,7 @@ def run_worker(run_dir: Path) -> dict[str, Any]:
     try:
         config = load_train_config(run_dir / runs.CONFIG_FILE)
         runs.set_status(run_dir, "running", pid=os.getpid(), phase="preparing")
-        result = execute(prepare(config), run_dir)
+        result = execute(prepare(config), run_dir, resume=resume)
     except UserError as exc:
         runs.set_status(run_dir, "failed", error=str(exc))
         raise
