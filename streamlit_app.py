@@ -19,6 +19,7 @@ def run() -> None:
     st.set_page_config(page_title="KD Studio", page_icon=":material/school:", layout="wide")
     page = st.navigation([
         st.Page(PAGE_DIR / "train.py", title="Train", icon=":material/model_training:", default=True),
+        st.Page(PAGE_DIR / "runs.py", title="Runs", icon=":material/table_rows:"),
         st.Page(PAGE_DIR / "compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page(PAGE_DIR / "benchmark.py", title="Benchmark", icon=":material/speed:"),
         st.Page(PAGE_DIR / "playground.py", title="Playground", icon=":material/chat:"),

@@ -15,37 +15,45 @@ from distill_core.errors import UserError
 
 CAPTION = ("Teacher and students on the same test split: how much smaller and faster, and how much accuracy and "
            "agreement with the teacher they keep.")
-PERCENT = {"format": "%.1f%%"}  # values are shown x100: one decimal for every model
-PERCENT_KEYS = ("test_accuracy", "macro_f1", "agreement")
-COLUMNS = ["model", "role", "spec", "parameters", "size_mb", "test_accuracy", "macro_f1", "agreement", "ece",
-           "latency_ms_b1", "n_test"]
+# Cells are display text (distill_core.app.compare.display_table), so a missing value reads "—" or "not measured"
+# instead of Streamlit's "None"; numbers are right-aligned as numbers are. Short headers, the detail in the help:
+# at 1440 px every column, latency included, fits without a horizontal scroll.
+SUMMARY_CELLS = {"model": "text", "role": "text", "spec": "text", "parameters": "millions", "size_mb": "one_decimal",
+                 "test_accuracy": "percent", "macro_f1": "percent", "agreement": "percent",
+                 "ece": "three_decimals", "latency_ms_b1": "one_decimal"}
+
+
+def _number(label: str, help: str | None = None) -> st.column_config.Column:
+    return st.column_config.TextColumn(label, help=help, alignment="right")
+
+
 COLUMN_CONFIG = {
     "model": "Model", "role": "Role", "spec": "Spec",
-    "parameters": st.column_config.NumberColumn("Parameters", format="compact"),
-    "size_mb": st.column_config.NumberColumn("Size (MB)", format="%.1f"),
-    "test_accuracy": st.column_config.NumberColumn("Test accuracy", **PERCENT),
-    "macro_f1": st.column_config.NumberColumn("Macro-F1", **PERCENT),
-    "agreement": st.column_config.NumberColumn("Agreement with teacher", **PERCENT,
-                                               help="Share of test examples where the model predicts the teacher's "
-                                                    "class."),
-    "ece": st.column_config.NumberColumn("ECE", format="%.3f",
-                                         help="Expected calibration error, 15 bins (lower is better)."),
-    "latency_ms_b1": st.column_config.NumberColumn("Latency b=1 (ms)", format="%.1f",
-                                                   help="p50 at batch 1, fp32, from the Benchmark page."),
-    "n_test": st.column_config.NumberColumn("Test rows"),
+    "parameters": _number("Params", "Number of weights, in millions."),
+    "size_mb": _number("Size (MB)", "Size of the weights on disk."),
+    "test_accuracy": _number("Accuracy", "Test accuracy: correct predictions / test rows."),
+    "macro_f1": _number("Macro-F1", "F1 averaged over classes, each class counting the same (test split)."),
+    "agreement": _number("Agreement", "Share of test rows where the model predicts its teacher's class (a "
+                                      "teacher agrees with itself: 100%)."),
+    "ece": _number("ECE", "Expected calibration error, 15 bins (lower is better)."),
+    "latency_ms_b1": _number("Latency (ms)", "Median (p50) time to classify one text (batch 1, fp32), from the "
+                                             "Benchmark page or the showcase build."),
 }
-TIMES = {"format": "%.1f×"}
+GAIN_CELLS = {"model": "text", "baseline": "text", "speedup_b1": "times", "speedup_b32": "times", "smaller": "times",
+              "accuracy_kept": "percent"}
 GAIN_COLUMNS = {
     "model": "Student", "baseline": "Teacher",
-    "speedup_b1": st.column_config.NumberColumn("× faster, batch 1", **TIMES,
-                                                help="Teacher's p50 latency over the student's (fp32, same length)."),
-    "speedup_b32": st.column_config.NumberColumn("× faster, batch 32", **TIMES),
-    "smaller": st.column_config.NumberColumn("× smaller", **TIMES, help="Size of the weights on disk."),
-    "accuracy_kept": st.column_config.NumberColumn("Teacher's accuracy kept", **PERCENT),
+    "speedup_b1": _number("× faster, batch 1", "Teacher's p50 latency over the student's (fp32, same length); "
+                                               "below 1× the student is slower."),
+    "speedup_b32": _number("× faster, batch 32"),
+    "smaller": _number("× smaller", "Teacher's size on disk over the student's."),
+    "accuracy_kept": _number("Teacher's accuracy kept", "Student's test accuracy / teacher's."),
 }
+MODE_WORDS = {"distill": "distilled", "finetune": "fine-tuned"}
 DISAGREEMENT_COLUMNS = {
-    "#": st.column_config.NumberColumn("#", width="small"),
+    "#": st.column_config.NumberColumn("#", width="small", help="Row of the test split."),
     "text": st.column_config.TextColumn("Text", width="large"),
+    "true": "True class", "teacher": "Teacher says", "student": "Student says", "who is right": "Who is right",
     "teacher_conf": st.column_config.ProgressColumn("Teacher confidence", min_value=0.0, max_value=1.0,
                                                     format="percent"),
     "student_conf": st.column_config.ProgressColumn("Student confidence", min_value=0.0, max_value=1.0,
@@ -78,7 +86,7 @@ def pick_runs(finished: dict[str, dict]) -> list[str]:
                    f"{', '.join(st.session_state['c_runs_missing'])}. They may be unfinished, deleted, or in "
                    "another runs folder.", icon=":material/link_off:")
     selected = st.multiselect("Runs", list(finished), default=default, key="c_runs", on_change=_forget_missing,
-                              format_func=lambda n: f"{n} ({finished[n].get('mode')})",
+                              format_func=lambda n: f"{n} ({MODE_WORDS.get(finished[n].get('mode'), 'model')})",
                               help="Finished runs in the runs folder. A distillation run brings its teacher along. "
                                    "The address holds the selection: share it to share this view.")
     if st.query_params.get("runs") != ",".join(selected):
@@ -88,13 +96,12 @@ def pick_runs(finished: dict[str, dict]) -> list[str]:
 
 def summary_table(root: Path, selected: list[str]) -> list[dict]:
     rows = compare.comparison_rows(root, selected)
-    shown = [{k: (v * 100 if k in PERCENT_KEYS and isinstance(v, float) else v) for k, v in row.items()
-              if k in COLUMNS} for row in rows]
     measured = any(r.get("latency_ms_b1") is not None for r in rows)
-    st.dataframe(shown, hide_index=True, column_config=COLUMN_CONFIG,
-                 column_order=COLUMNS if measured else [c for c in COLUMNS if c != "latency_ms_b1"])
-    if not measured:
-        st.caption("Latency appears once the models are measured on the Benchmark page.")
+    cells = {k: v for k, v in SUMMARY_CELLS.items() if measured or k != "latency_ms_b1"}
+    st.dataframe(compare.display_table(rows, cells, missing={"latency_ms_b1": compare.NOT_MEASURED}),
+                 hide_index=True, column_config=COLUMN_CONFIG, key="c_summary")
+    st.caption(compare.scored_rows_note(rows) + ("" if measured else " Latency appears once the models are measured "
+                                                 "on the Benchmark page."))
     gains(rows)
     return rows
 
@@ -107,9 +114,9 @@ def gains(rows: list[dict]) -> None:
     st.subheader("What we gain and what we lose")
     for sentence in compare.headlines(trades):
         st.success(sentence, icon=":material/insights:")
-    shown = [{**t, "accuracy_kept": t["accuracy_kept"] * 100 if t["accuracy_kept"] is not None else None}
-             for t in trades]
-    st.dataframe(shown, hide_index=True, key="c_gains", column_config=GAIN_COLUMNS)
+    not_measured = {"speedup_b1": compare.NOT_MEASURED, "speedup_b32": compare.NOT_MEASURED}
+    st.dataframe(compare.display_table(trades, GAIN_CELLS, missing=not_measured), hide_index=True, key="c_gains",
+                 column_config=GAIN_COLUMNS)
 
 
 def _report_key(root: Path, selected: list[str], rows: list[dict], price: float) -> str:
@@ -146,39 +153,30 @@ def stakeholder_report(root: Path, selected: list[str], rows: list[dict]) -> Non
 
 
 def confusion_and_f1(root: Path, selected: list[str]) -> None:
-    """A confusion matrix per selected run and per distinct teacher, then F1 per class of them all."""
-    matrices: list[tuple[str, dict]] = []
-    per_class: dict[str, dict] = {}
-    teachers_shown: set[str] = set()
-    for name in selected:
-        evaluation = views.run_evaluation(root, name) or {}
-        student, teacher = evaluation.get("student"), evaluation.get("teacher")
-        if teacher and teacher.get("spec") not in teachers_shown:
-            teachers_shown.add(teacher.get("spec"))
-            matrices.append((f"Teacher of {name}", teacher))
-            per_class[f"teacher of {name}"] = teacher.get("per_class", {})
-        if student:
-            matrices.append((f"Run {name}", student))
-            per_class[name] = student.get("per_class", {})
+    """A confusion matrix per distinct model of the selection (each run's, each teacher once), then F1 per class
+    of them all."""
+    evaluations = compare.model_evaluations(root, selected)
+    shown = [(name, metrics) for name, metrics in evaluations
+             if metrics.get("confusion_matrix") and metrics.get("label_names")]
     st.subheader("Confusion matrices")
-    for start in range(0, len(matrices), 2):
-        for column, (title, metrics) in zip(st.columns(2), matrices[start:start + 2], strict=False):
-            if metrics.get("confusion_matrix") and metrics.get("label_names"):
-                column.plotly_chart(figures.confusion_heatmap(metrics["confusion_matrix"], metrics["label_names"],
-                                                              title), key=f"cm_{title}")
+    for start in range(0, len(shown), 2):
+        for column, (name, metrics) in zip(st.columns(2), shown[start:start + 2], strict=False):
+            title = f"Confusion matrix: {name}"
+            ui.chart(figures.confusion_heatmap(metrics["confusion_matrix"], metrics["label_names"], title),
+                     key=f"cm_{name}", where=column)
     st.subheader("F1 per class")
-    st.plotly_chart(figures.per_class_f1(per_class), key="per_class_f1")
+    per_class = {name: metrics.get("per_class") or {} for name, metrics in evaluations}
+    ui.chart(figures.per_class_f1(per_class), key="per_class_f1")
 
 
 def training_curves(root: Path, selected: list[str]) -> None:
     st.subheader("Training curves")
     metric = st.selectbox("Metric", ["valid_accuracy", "training_accuracy", "valid_loss", "training_loss"],
-                          key="c_metric", format_func=lambda m: m.replace("_", " "))
-    overlay = figures.overlay_curves({name: views.run_epoch_rows(root, name) for name in selected}, metric)
-    overlay.update_xaxes(dtick=1)  # whole epochs
+                          key="c_metric", format_func=lambda m: m.replace("_", " ").replace("valid ", "validation "))
+    overlay = figures.overlay_curves({f"run {name}": views.run_epoch_rows(root, name) for name in selected}, metric)
     if "accuracy" in metric:
         figures.fit_percent_axis(overlay)
-    st.plotly_chart(overlay, key="overlay")
+    ui.chart(overlay, key="overlay")
 
 
 def disagreements(root: Path, distilled: list[str]) -> None:

@@ -2,12 +2,13 @@
 distribution a student learns from."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import streamlit as st
 
 from app_pages import ui
-from distill_core import figures, hosting, inference
+from distill_core import figures, hosting, inference, specs
 from distill_core.app import catalog, playground
 from distill_core.errors import UserError
 
@@ -18,9 +19,33 @@ FALLBACK_TEXT = "Stocks rallied after the central bank held rates steady."
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_model(spec: str, precision: str) -> inference.InferenceModel:
     """Loaded once per (spec, precision) and shared by every visitor: eval mode, never trained in place."""
-    model = inference.load_for_inference(spec, precision)
-    # First-call allocations and kernel selection happen here, not in a visitor's wait.
-    playground.predict_interactive(model, ["warm-up"])
+    return inference.load_for_inference(spec, precision)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_models() -> set[tuple[str, str]]:
+    """The (spec, precision) pairs this server has loaded and warmed up: one set shared by every session."""
+    return set()
+
+
+def ready_model(spec: str, name: str, precision: str) -> inference.InferenceModel:
+    """The model, loaded and warmed up. The first use names what it does in a status box (reading ~N MB of
+    weights, warming up) instead of a blank pause; later uses are cache hits. Warm-up runs here, once, so the
+    first allocations and kernel choices are not counted in the latency a visitor sees."""
+    warm = warm_models()
+    if (spec, precision) in warm:
+        with st.spinner(f"Loading {name} ({precision})…"):  # a cache hit, unless the cache let it go
+            return load_model(spec, precision)
+    steps = playground.cold_load_steps(spec, name, precision)
+    started = time.perf_counter()
+    with st.status(steps["label"], expanded=True) as status:
+        st.write(steps["read"])
+        model = load_model(spec, precision)
+        st.write(steps["warm"])
+        playground.predict_interactive(model, ["warm-up"])
+        warm.add((spec, precision))
+        status.update(label=f"{steps['ready']} (first load: {time.perf_counter() - started:.1f} s)",
+                      state="complete", expanded=False)
     return model
 
 
@@ -66,10 +91,10 @@ def sample_picker(root: Path) -> None:
 def predict_all(models: dict[str, str], chosen: list[str], precision: str, text: str) -> dict[str, dict]:
     """spec -> logits, latency, label names and size of each chosen model's answer; failures are shown."""
     results: dict[str, dict] = {}
+    root = ui.session_root()
     for spec in chosen:
         try:
-            with st.spinner(f"Loading {models[spec]} ({precision})…"):
-                model = load_model(spec, precision)
+            model = ready_model(spec, specs.spec_label(spec, root), precision)
             output = playground.predict_interactive(model, [text])
         except UserError as exc:
             ui.show_error(f"{models[spec]}: {exc}")
@@ -92,7 +117,7 @@ def answers(models: dict[str, str], results: dict[str, dict], precision: str) ->
     label_names = next(iter(results.values()))["label_names"]
     comparable = {models[s]: playground.softened(r["logits"], 1.0) for s, r in results.items()
                   if r["label_names"] == label_names}
-    st.plotly_chart(figures.probability_bars(comparable, label_names), key="p_probs")
+    ui.chart(figures.probability_bars(comparable, label_names), key="p_probs")
 
 
 def softened_teacher(models: dict[str, str], results: dict[str, dict]) -> None:
@@ -103,11 +128,13 @@ def softened_teacher(models: dict[str, str], results: dict[str, dict]) -> None:
     teacher_spec = max(results, key=lambda s: results[s]["parameters"])
     c1, c2 = st.columns([1, 3])
     temperature = c1.slider("Temperature T", min_value=1.0, max_value=10.0, value=2.0, step=0.5, key="p_temperature")
-    c1.caption(f"Teacher: {models[teacher_spec]} (the largest selected model)")
+    c1.caption(f"Teacher: {specs.spec_label(teacher_spec, ui.session_root())} (the largest selected model)")
     logits = results[teacher_spec]["logits"]
-    c2.plotly_chart(figures.probability_bars({"T = 1": playground.softened(logits, 1.0),
-                                              f"T = {temperature:g}": playground.softened(logits, temperature)},
-                                             results[teacher_spec]["label_names"]), key="p_softened")
+    softened = figures.probability_bars({"T = 1": playground.softened(logits, 1.0),
+                                         f"T = {temperature:g}": playground.softened(logits, temperature)},
+                                        results[teacher_spec]["label_names"])
+    softened.update_layout(title=f"Teacher's probabilities at T = 1 and T = {temperature:g}")
+    ui.chart(softened, key="p_softened", where=c2)
 
 
 @st.fragment

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import ui
-from distill_core.app import scoring
+from distill_core.app import compare, scoring
 from distill_core.errors import UserError
 from distill_core.locations import max_upload_mb
 from distill_core.test_sets import frame_to_test_set
@@ -76,7 +76,16 @@ def show_result(rows: list[dict], problems: list[str]) -> None:
         percent = ("accuracy", "macro_f1", "agreement")
         shown = [{k: (v * 100 if k in percent and isinstance(v, float) else v) for k, v in row.items()}
                  for row in rows]
-        st.dataframe(shown, hide_index=True, column_config=COLUMN_CONFIG)
+        agreements = [row.get("agreement") for row in rows]
+        config = dict(COLUMN_CONFIG)
+        if all(a is None for a in agreements):  # no teacher among the scored models: nothing to agree with
+            shown = [{k: v for k, v in row.items() if k != "agreement"} for row in shown]
+        elif None in agreements:  # a fine-tuned run beside students: "—" for it, never Streamlit's "None"
+            for row, cell in zip(shown, compare.display_table(rows, {"agreement": "percent"}), strict=True):
+                row["agreement"] = cell["agreement"]
+            config["agreement"] = st.column_config.TextColumn("Agreement with teacher", alignment="right",
+                                                              help=COLUMN_CONFIG["agreement"].get("help"))
+        st.dataframe(shown, hide_index=True, column_config=config)
 
 
 def render(root: Path, run_names: Sequence[str]) -> None:

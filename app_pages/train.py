@@ -6,13 +6,12 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages import estimate_panel, live_run, ui
-from distill_core import hosting, pipeline, presets, specs
-from distill_core.app import catalog, datasets
+from app_pages import estimate_panel, live_run, ui, upload_panel
+from distill_core import hosting, manage, pipeline, preflight, presets, specs
+from distill_core.app import catalog
 from distill_core.config import FIELD_HELP as HELP
-from distill_core.config import DataConfig, TrainConfig
+from distill_core.config import DataConfig, TrainConfig, bounds_of, settings_problems, train_config_from_dict
 from distill_core.errors import UserError
-from distill_core.locations import max_upload_mb, uploads_for
 
 CAPTION = ("Distil a fine-tuned teacher into a small student with loss = α·CE(labels) + (1 − α)·T²·KL(teacher ‖ "
            "student). Runs execute in a background worker: reloading the page or closing the tab does not stop them.")
@@ -47,10 +46,35 @@ MORE_ROWS = [
      ("Max steps", "max_steps", 10)],
 ]
 WIDGET_KEYS = {**TRAIN_KEYS, **DATA_KEYS}
+# The form's words for every config field, so a bad setting is named as the user sees it ("Epochs", not epochs).
+FORM_LABELS = {field: label for rows in (MAIN_ROWS, MORE_ROWS) for row in rows for label, field, *_ in row} | {
+    "source": "Dataset", "text_column": "Text column", "label_column": "Label column", "student": "Student",
+    "teacher": "Teacher", "teacher_cache": "Cache teacher logits"}
+# A pipeline's teacher fine-tune: its own epochs, learning rate and model come from the teacher widgets.
+TEACHER_STAGE_LABELS = FORM_LABELS | {"epochs": "Teacher epochs", "lr": "Teacher learning rate",
+                                      "student": "Teacher base model"}
+SHAPE_BOUNDS = {"t_trunc_n": (1, 48), "t_cfg_layers": (1, 48), "t_cfg_hidden": (64, 4096)}  # student shapes
+
+
+def widget_bounds(field: str) -> tuple[float, float] | None:
+    """The min and max of a field's widget: the config's own bounds, with 0 allowed where 0 means unset."""
+    bounds = bounds_of(field)
+    if bounds is None:
+        return None
+    low, high = bounds
+    return (0, high) if field in OPTIONAL else (low, high)
+
+
+def clamped(field: str, value: Any) -> Any:
+    """A value a widget can hold (Streamlit refuses a widget value outside its min/max)."""
+    bounds = widget_bounds(field)
+    if bounds is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value
+    return type(value)(min(max(value, bounds[0]), bounds[1]))
 
 
 def widget_value(field: str, value: Any) -> Any:
-    return 0 if value is None and field in OPTIONAL else value
+    return 0 if value is None and field in OPTIONAL else clamped(field, value)
 
 
 FORM_DEFAULTS: dict[str, Any] = {
@@ -106,6 +130,40 @@ def apply_preset() -> None:
     preset = presets.PRESETS.get(st.session_state.get("t_preset"))
     if preset is not None:
         st.session_state.update(preset_values(preset, ui.local_datasets(ui.session_root())))
+        st.session_state.pop("t_clone_note", None)
+
+
+def cloned_values(config: TrainConfig, stage: dict[str, Any] | None, found: dict[str, str]) -> dict[str, Any]:
+    """The widget values that rebuild ``config`` (and its pipeline's teacher stage): build_configs reversed."""
+    values = {key: widget_value(field, getattr(config, field)) for field, key in TRAIN_KEYS.items()}
+    values |= {key: widget_value(field, getattr(config.data, field)) for field, key in DATA_KEYS.items()}
+    values |= source_values(config.data.source, found)
+    if config.mode == "finetune":  # a fine-tune alone: its model is the base of a pipeline's teacher stage
+        stage = {"base": config.student, "epochs": config.epochs, "lr": config.lr}
+    else:
+        values |= student_values(config.student)
+    if stage is not None:
+        values |= {"t_mode": "pipeline", "t_base": stage["base"],
+                   "t_teacher_epochs": clamped("epochs", stage["epochs"]), "t_teacher_lr": clamped("lr", stage["lr"])}
+    else:
+        hub_teacher = specs.parse_spec(config.teacher or "").kind == "hub"
+        values |= {"t_mode": "distill"} | ({"t_teacher": ui.HUB_OPTION, "t_teacher_hub": config.teacher}
+                                           if hub_teacher else {"t_teacher": config.teacher})
+    return values
+
+
+def apply_clone(name: str, found: dict[str, str]) -> None:
+    """Fill the form from run ``name`` (the runs table's Clone): preset Custom, the form open, a fresh run name."""
+    try:
+        settings = manage.clone_settings(ui.session_root(), name)
+        config = train_config_from_dict(settings["config"])
+    except UserError as exc:
+        st.session_state["t_clone_note"] = ("error", f"Cannot copy the settings of run {name!r}: {exc}")
+        return
+    st.session_state.update(cloned_values(config, settings.get("teacher_stage"), found))
+    st.session_state.update(t_preset="Custom", t_config_open=True,
+                            t_clone_note=("info", f"Settings copied from run {name}."))
+    st.session_state.pop("t_name", None)  # a fresh default name: the run's own is taken
 
 
 def init_state(found: dict[str, str]) -> None:
@@ -135,6 +193,8 @@ def data_section(root: Path, found: dict[str, str]) -> str:
     st.subheader("1 · Data")
     source_kind = st.radio("Source", SOURCE_KINDS, key="t_source_kind", horizontal=True)
     source = ""
+    if source_kind == "Upload a file":
+        return upload_panel.render(root)  # its own column pickers, from the file's columns
     if source_kind == "Local dataset":
         if found:
             if st.session_state.get("t_local") not in found:
@@ -143,8 +203,6 @@ def data_section(root: Path, found: dict[str, str]) -> str:
                                   help="Folders with train/test files under the allowed data folders, and uploads.")
         else:
             st.info("No local datasets found: upload a file, or set KD_DATA_DIR to a folder of datasets.")
-    elif source_kind == "Upload a file":
-        source = upload_source(root)
     else:
         source = st.text_input("Hub dataset id", key="t_hub_id", help=HELP["source"]).strip()
         if not ui.online():
@@ -153,23 +211,6 @@ def data_section(root: Path, found: dict[str, str]) -> str:
     col_text, col_label = st.columns(2)
     col_text.text_input("Text column", key="t_text_col", help=HELP["text_column"])
     col_label.text_input("Label column", key="t_label_col", help=HELP["label_column"])
-    return source
-
-
-def upload_source(root: Path) -> str:
-    cap = max_upload_mb()
-    # No type= filter: Streamlit enforces it by raising in the script run (a file of another type sent past the
-    # browser's check crashed the page); save_upload refuses other types with an st.error instead.
-    upload = st.file_uploader(f"CSV, JSONL, JSON or Parquet with a text and a label column (up to {cap} MB); "
-                              "one file is split into train/validation/test", key="t_upload", max_upload_size=cap)
-    if upload is None:
-        return ""
-    try:
-        source = str(datasets.save_upload(upload.name, upload.getvalue(), uploads_for(root)))
-    except UserError as exc:
-        ui.show_error(exc)
-        return ""
-    st.caption(f"Saved as {source.rsplit('/', 1)[-1]}; it is listed under Local dataset from now on.")
     return source
 
 
@@ -187,9 +228,10 @@ def base_picker(root: Path) -> presets.TeacherStage | None:
     base = ui.spec_picker("Teacher base model (fine-tuned first)", "t_base", bases, "t_base_hub",
                           "Fine-tuned on the labels into the teacher, which is then distilled.")
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Teacher epochs", step=1, key="t_teacher_epochs", help="Epochs of the teacher fine-tune.")
+    epochs = c1.number_input("Teacher epochs", step=1, key="t_teacher_epochs", help="Epochs of the teacher fine-tune.",
+                             **min_max("epochs"))
     lr = c2.number_input("Teacher learning rate", step=1e-5, format="%.0e", key="t_teacher_lr",
-                         help="Peak learning rate of the teacher fine-tune (1e-4 suits MiniLM).")
+                         help="Peak learning rate of the teacher fine-tune (1e-4 suits MiniLM).", **min_max("lr"))
     return presets.TeacherStage(base, int(epochs), float(lr)) if base else None
 
 
@@ -198,11 +240,12 @@ def student_picker() -> str:
                         help="Truncate: the teacher's embeddings and N evenly spaced layers (DistilBERT-style). "
                              "Fresh: a randomly initialised BERT of that shape.")
     if kind == "Truncate the teacher":
-        student = f"truncate:{int(st.number_input('Layers kept (N)', step=1, key='t_trunc_n'))}"
+        kept = st.number_input("Layers kept (N)", step=1, key="t_trunc_n", **shape_bounds("t_trunc_n"))
+        student = f"truncate:{int(kept)}"
     elif kind == "Fresh small BERT":
         c1, c2 = st.columns(2)
-        layers = int(c1.number_input("Layers", step=1, key="t_cfg_layers"))
-        hidden = int(c2.number_input("Hidden size", step=64, key="t_cfg_hidden",
+        layers = int(c1.number_input("Layers", step=1, key="t_cfg_layers", **shape_bounds("t_cfg_layers")))
+        hidden = int(c2.number_input("Hidden size", step=64, key="t_cfg_hidden", **shape_bounds("t_cfg_hidden"),
                                      help="A multiple of 64 (heads = hidden / 64)."))
         student = f"config:L{layers}-H{hidden}"
     elif kind == "Google compact BERT":
@@ -234,6 +277,22 @@ def models_section(root: Path) -> tuple[str, str, presets.TeacherStage | None]:
     return teacher, student, stage
 
 
+def min_max(field: str) -> dict[str, Any]:
+    """number_input's min_value/max_value for a config field, typed like its default (Streamlit refuses a mix)."""
+    bounds = widget_bounds(field)
+    if bounds is None:
+        return {}
+    kind = type(FORM_DEFAULTS.get(WIDGET_KEYS.get(field, ""), bounds[0]))
+    kind = int if kind is int else float
+    return {"min_value": kind(bounds[0]), "max_value": kind(bounds[1])}
+
+
+def shape_bounds(key: str) -> dict[str, int]:
+    low, high = SHAPE_BOUNDS[key]
+    st.session_state[key] = min(max(int(st.session_state.get(key, low)), low), high)
+    return {"min_value": low, "max_value": high}
+
+
 def field_inputs(rows: list[list[tuple]]) -> None:
     for row in rows:
         for column, (label, field, step, *number_format) in zip(st.columns(4), row, strict=True):
@@ -241,7 +300,8 @@ def field_inputs(rows: list[list[tuple]]) -> None:
             if isinstance(step, list):
                 column.selectbox(label, step, key=key, help=help)
             else:
-                column.number_input(label, step=step, key=key, help=help, format=next(iter(number_format), None))
+                column.number_input(label, step=step, key=key, help=help, format=next(iter(number_format), None),
+                                    **min_max(field))
 
 
 def hyperparameters_section() -> None:
@@ -270,12 +330,35 @@ def build_configs(source: str, teacher: str, student: str, stage: presets.Teache
 
 
 # ---------------------------------------------------------------- start
+def settings_check(distill: TrainConfig, teacher: TrainConfig | None) -> bool:
+    """Every bad setting at once, in the form's words, and warnings for outlandish ones; True when Start may go."""
+    problems = settings_problems(distill, FORM_LABELS)
+    if teacher is not None:
+        problems += [p for p in settings_problems(teacher, TEACHER_STAGE_LABELS) if p not in problems]
+    if not distill.data.source.strip():
+        st.info("Pick a dataset (or upload a file) to start.", icon=":material/dataset:")
+        return False
+    if problems:
+        st.error(f"{len(problems)} setting{'s' if len(problems) > 1 else ''} to fix before Start:\n\n"
+                 + "\n".join(f"- {problem}" for problem in problems), icon=":material/error:")
+        return False
+    warnings = preflight.setting_warnings(distill, FORM_LABELS)
+    if teacher is not None:
+        warnings += preflight.setting_warnings(teacher, TEACHER_STAGE_LABELS)
+    if warnings:
+        st.warning("Unusual settings (Start still works):\n\n" + "\n".join(f"- {w}" for w in warnings),
+                   icon=":material/warning:")
+    return True
+
+
 def start_controls(root: Path, distill: TrainConfig, teacher: TrainConfig | None) -> None:
     """Run name and Start; a started run (a pipeline's first stage) becomes the one the live panel follows."""
+    ready = settings_check(distill, teacher)
     name_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
     st.session_state.setdefault("t_name", pipeline.default_run_name(distill))
     run_name = name_col.text_input("Run name", key="t_name", help="Letters, digits, . _ - (becomes a folder name).")
-    if not button_col.button("Start", type="primary", icon=":material/play_arrow:", width="stretch"):
+    # Never disabled: a press while settings are bad only draws their list again (above), and starts nothing.
+    if not button_col.button("Start", type="primary", icon=":material/play_arrow:", width="stretch") or not ready:
         return
     try:
         with st.spinner("Checking the data and models…"):
@@ -291,6 +374,11 @@ def start_controls(root: Path, distill: TrainConfig, teacher: TrainConfig | None
 
 
 def configure(root: Path, found: dict[str, str]) -> None:
+    kind, note = st.session_state.get("t_clone_note", (None, ""))
+    if kind == "info":
+        st.info(note, icon=":material/content_copy:")
+    elif kind == "error":
+        st.error(note, icon=":material/error:")
     preset_picker(found)
     source = data_section(root, found)
     teacher, student, stage = models_section(root)
@@ -305,9 +393,13 @@ def render() -> None:
     root = ui.prologue("Train", CAPTION)
     found = ui.local_datasets(root)
     init_state(found)
+    clone = st.session_state.pop("t_clone", None)  # set by the runs table's Clone
+    if clone:
+        apply_clone(clone, found)
     if st.session_state.pop("t_collapse", False):  # a run was just started: make room for its live panel
         st.session_state["t_config_open"] = False
-    with st.expander("Configure a new run", expanded=not st.query_params.get("run"), icon=":material/tune:",
+    with st.expander("Configure a new run", expanded=bool(clone) or not st.query_params.get("run"),
+                     icon=":material/tune:",
                      key="t_config_open", on_change="rerun"):
         configure(root, found)
     live_run.render(root)

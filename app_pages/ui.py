@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from distill_core import hosting, hub, pipeline, runs, specs
+from distill_core import figures, hosting, hub, pipeline, runs, specs
 from distill_core.app import catalog, datasets
 from distill_core.errors import UserError
 from distill_core.locations import uploads_for
@@ -66,13 +66,15 @@ def nothing_yet(message: str, *, link_to_train: bool = True) -> None:
 
 
 def chart(fig, *, key: str, table: list[dict] | None = None, where=st) -> None:
-    """A plotly chart with its title as the accessible name, and its numbers as a table a screen reader (or a
-    stakeholder who wants the figures) can read: every chart in the app goes through here."""
-    title = fig.layout.title.text if fig.layout.title and fig.layout.title.text else key
-    where.plotly_chart(fig, key=key, config={"displaylogo": False})
-    if table:
-        with where.expander(f"{title}: data as a table"):
-            st.dataframe(table, hide_index=True)
+    """A plotly chart with its title as the accessible name (the chart's alt text), and its numbers as a table a
+    screen reader (or a stakeholder who wants the figures) can read: every chart in the app goes through here.
+    ``table`` defaults to the points of the figure itself (figures.figure_table); pass rows to show others."""
+    title = figures.figure_title(fig, default=key)
+    where.plotly_chart(fig, key=key, config={"displaylogo": False}, alt=f"Chart: {title}")
+    rows = figures.figure_table(fig) if table is None else table
+    if rows:
+        with where.expander(f"{title}: the numbers", icon=":material/table:"):
+            st.dataframe(rows, hide_index=True)
 
 
 def spec_picker(label: str, key: str, choices: dict[str, str], hub_key: str, help: str) -> str:

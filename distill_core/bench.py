@@ -1,10 +1,13 @@
 """CPU inference benchmarking: latency and throughput of sequence classifiers at fp32, bf16 and dynamic int8.
 
-Method (after nanoGPT's ``bench.py``): synthetic inputs of exactly ``batch x seq_len`` tokens, the model in eval
+Method (after nanoGPT's ``bench.py``): synthetic inputs of exactly ``batch x seq_len`` tokens, the models in eval
 mode under ``torch.inference_mode``, ``warmup`` untimed forward passes (first-call allocations, oneDNN kernel
-selection and quantized-weight packing all land there), then ``repeats`` timed passes with
-``time.perf_counter``. We report the median (p50) and p95 rather than the mean because on a shared machine
-the distribution has a long right tail; throughput is ``batch_size / p50``.
+selection and quantized-weight packing all land there), then timed passes with ``time.perf_counter``, the
+models of a comparison taking turns in rounds (see :func:`benchmark_models`: the load of a shared machine
+changes within seconds, and models timed one after the other were seen 4x apart from what physics allows). We
+report the median (p50), quartiles and p95 rather than the mean because on a shared machine the distribution
+has a long right tail; throughput is ``batch_size / p50``; ``bench_stats`` turns the rounds into paired
+speed-ups and flags wide spreads and a busy machine.
 
 The thread count is part of every result: CPU latency depends on it more than on anything else, so it is set
 for the duration of a benchmark, recorded in each row, and restored afterwards. Do not ask for more threads
@@ -26,19 +29,21 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from distill_core import bench_stats
 from distill_core.errors import UserError
 from distill_core.precision import PRECISIONS, ContextFactory, prepare_for_precision
 
 __all__ = [
     "BenchSettings",
     "benchmark_model",
+    "benchmark_models",
     "forward_flops",
     "machine_info",
     "matmul_peak_gflops",
@@ -56,7 +61,8 @@ class BenchSettings:
     seq_lens: tuple[int, ...] = (32, 64, 150)  # 150 = the seed recipe's max_length; AG News texts are ~40-60 tokens
     precisions: tuple[str, ...] = ("fp32",)  # any of PRECISIONS
     warmup: int = 3  # untimed passes per cell
-    repeats: int = 10  # timed passes per cell (at least; see min_seconds)
+    repeats: int = 20  # timed passes per model per cell (at least; see min_seconds): enough to know the spread
+    round_passes: int = 2  # timed passes of one model per round before the next model's turn
     threads: int | None = None  # torch intra-op threads; None = torch.get_num_threads() at call time
     min_seconds: float | None = None  # keep timing past `repeats` until this much timed time per cell
     seed: int = 0  # seeds the synthetic token ids, so every precision sees the same inputs
@@ -78,6 +84,8 @@ class BenchSettings:
             raise UserError(f"benchmark warmup must be >= 0, got {self.warmup}")
         if self.repeats < 1:
             raise UserError(f"benchmark repeats must be >= 1, got {self.repeats}")
+        if self.round_passes < 1:
+            raise UserError(f"benchmark round_passes must be >= 1, got {self.round_passes}")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"benchmark threads must be >= 1 (or unset for the torch default), got {self.threads}")
         if self.min_seconds is not None and not (self.min_seconds >= 0 and math.isfinite(self.min_seconds)):
@@ -192,29 +200,85 @@ def _cpu_model_and_flags() -> tuple[str, set[str]]:
 
 def benchmark_model(model: torch.nn.Module, *, name: str, settings: BenchSettings, vocab_size: int | None = None,
                     on_event: Callable[[dict], None] | None = None) -> list[dict]:
-    """Time ``model`` on CPU for every (precision, batch size, sequence length) of ``settings``; one row each.
+    """Time one model (see :func:`benchmark_models`); returns its rows."""
+    return benchmark_models({name: model}, settings=settings, vocab_sizes={name: vocab_size},
+                            on_event=on_event)["rows"]
+
+
+def benchmark_models(models: Mapping[str, torch.nn.Module], *, settings: BenchSettings,
+                     vocab_sizes: Mapping[str, int | None] | None = None,
+                     on_event: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Time ``models`` on CPU, interleaved, for every (precision, batch size, sequence length) of ``settings``.
+
+    Per cell every model gets ``warmup`` untimed passes, then the models take turns in rounds (A B, then B A,
+    then A B ...: neither always runs second), ``round_passes`` timed passes each per round, until each has at
+    least ``repeats`` passes (and ``min_seconds`` of timed time). A change of load during the cell then hits
+    every model alike, and each round's medians give a paired speed-up (``bench_stats.paired_speedups``).
 
     Inputs are seeded random token ids of exactly ``batch x seq_len`` with a full attention mask (and zero
-    ``token_type_ids`` where the model takes them), so no padding shortcut flatters a model. ``vocab_size``
-    bounds the random ids (default: ``model.config.vocab_size``). The caller's model is not modified (its
-    train/eval mode is restored; bf16 and int8 run on copies). ``on_event`` receives
-    ``{"kind": "bench", "cell", "cells", **row}`` after each cell.
+    ``token_type_ids`` where the model takes them), so no padding shortcut flatters a model. ``vocab_sizes``
+    bounds the random ids per model (default: ``model.config.vocab_size``). The callers' models are not
+    modified (train/eval mode restored; bf16 and int8 run on copies). ``on_event`` receives
+    ``{"kind": "bench", "cell", "cells", **row}`` per row.
 
-    Row keys: model, precision, batch_size, seq_len, threads, latency_ms_p50, latency_ms_p95, latency_ms_mean,
-    latency_ms_std, samples_per_s (batch_size / p50), repeats (timed passes actually run), warmup, parameters
-    (of the fp32 model), size_mb (state dict as the precision stores it: safetensors bytes for fp32/bf16,
-    torch.save bytes for int8, whose packed weights safetensors cannot hold), torch_version, gflops_per_s
-    (``forward_flops`` / p50; compare with ``matmul_peak_gflops``).
+    Returns {"rows", "machine", "warnings"}. Row keys: model, precision, batch_size, seq_len, threads,
+    latency_ms_p50/p25/p75/p95/min/mean/std, samples_per_s (batch_size / p50), repeats (timed passes run),
+    rounds, round_ms (the model's median per round, for paired ratios), warmup, load_1m (load average as the
+    cell began), parameters (of the fp32 model), size_mb (safetensors bytes for fp32/bf16, torch.save bytes
+    for int8, whose packed weights safetensors cannot hold), torch_version, gflops_per_s (``forward_flops`` /
+    p50; compare with ``matmul_peak_gflops``). ``machine`` is :func:`machine_info` plus the threads used and
+    the load average before and after; ``warnings`` lists wide spreads and a busy machine.
 
     Speed is only half the story: measure accuracy for every precision too (see ``prepare_for_precision``).
     """
     settings.validate()
-    config = getattr(model, "config", None)
-    vocab_size = vocab_size if vocab_size is not None else getattr(config, "vocab_size", None)
+    if not models:
+        raise UserError("benchmark: give at least one model")
+    vocabs = {name: _vocab_size(name, model, (vocab_sizes or {}).get(name)) for name, model in models.items()}
+    for name, model in models.items():
+        _check_model(name, model, settings)
+    load_before = _load_average()
+    threads = settings.threads or torch.get_num_threads()
+    parameters = {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
+    cells = len(models) * len(settings.precisions) * len(settings.batch_sizes) * len(settings.seq_lens)
+    rows: list[dict] = []
+    was_training = {name: model.training for name, model in models.items()}
+    try:
+        with _num_threads(threads):
+            for precision in settings.precisions:
+                prepared = {name: prepare_for_precision(model, precision) for name, model in models.items()}
+                sizes_mb = {name: _state_dict_mb(served, precision) for name, (served, _) in prepared.items()}
+                for batch_size in settings.batch_sizes:
+                    for seq_len in settings.seq_lens:
+                        load_1m = _load_average()[0]
+                        timings = _time_interleaved(prepared, vocabs, batch_size, seq_len, settings)
+                        for name, (latencies_s, round_ms) in timings.items():
+                            row = _row(name, precision, batch_size, seq_len, threads, latencies_s, round_ms,
+                                       settings, parameters[name], sizes_mb[name],
+                                       getattr(models[name], "config", None), load_1m)
+                            rows.append(row)
+                            if on_event is not None:
+                                on_event({"kind": "bench", "cell": len(rows), "cells": cells, **row})
+                del prepared  # bf16/int8 copies can be as large as the models: free them before the next ones
+    finally:
+        for name, model in models.items():
+            model.train(was_training[name])
+    machine = {**machine_info(), "threads": threads, "load_before": load_before, "load_after": _load_average()}
+    warnings = bench_stats.spread_warnings(rows)
+    busy = bench_stats.load_warning(load_before, machine["load_after"], machine["usable_cores"], threads)
+    return {"rows": rows, "machine": machine, "warnings": ([busy] if busy else []) + warnings}
+
+
+def _vocab_size(name: str, model: torch.nn.Module, given: int | None) -> int:
+    vocab_size = given if given is not None else getattr(getattr(model, "config", None), "vocab_size", None)
     if vocab_size is None or vocab_size < 1:
         raise UserError(f"model {name!r}: vocab_size unknown ({vocab_size!r}): pass vocab_size= for a model without "
                         "a config.vocab_size")
-    max_positions = getattr(config, "max_position_embeddings", None)
+    return int(vocab_size)
+
+
+def _check_model(name: str, model: torch.nn.Module, settings: BenchSettings) -> None:
+    max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if max_positions is not None and max(settings.seq_lens) > max_positions:
         raise UserError(f"model {name!r} accepts at most {max_positions} tokens, but seq_lens has "
                         f"{max(settings.seq_lens)}: lower --seq-lens")
@@ -223,53 +287,52 @@ def benchmark_model(model: torch.nn.Module, *, name: str, settings: BenchSetting
         raise UserError(f"model {name!r} is on {sorted(devices)}; this benchmark measures CPU inference: move it "
                         "to the CPU first")
 
-    threads = settings.threads or torch.get_num_threads()
-    takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
-    parameters = sum(p.numel() for p in model.parameters())
-    cells = len(settings.precisions) * len(settings.batch_sizes) * len(settings.seq_lens)
-    rows: list[dict] = []
-    was_training = model.training
+
+def _load_average() -> list[float]:
     try:
-        with _num_threads(threads):
-            for precision in settings.precisions:
-                prepared, context = prepare_for_precision(model, precision)
-                size_mb = _state_dict_mb(prepared, precision)
-                for batch_size in settings.batch_sizes:
-                    for seq_len in settings.seq_lens:
-                        inputs = _synthetic_inputs(batch_size, seq_len, vocab_size, settings.seed, takes_token_types)
-                        latencies_s = _time_forward(prepared, context, inputs, settings)
-                        row = _row(name, precision, batch_size, seq_len, threads, latencies_s, settings,
-                                   parameters, size_mb, config)
-                        rows.append(row)
-                        if on_event is not None:
-                            on_event({"kind": "bench", "cell": len(rows), "cells": cells, **row})
-                del prepared  # a bf16/int8 copy can be as large as the model: free it before the next one
-    finally:
-        model.train(was_training)
-    return rows
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return []
 
 
-def _time_forward(model: torch.nn.Module, context: ContextFactory, inputs: dict[str, torch.Tensor],
-                  settings: BenchSettings) -> list[float]:
-    latencies_s: list[float] = []
+def _time_interleaved(prepared: Mapping[str, tuple[torch.nn.Module, ContextFactory]], vocab_sizes: Mapping[str, int],
+                      batch_size: int, seq_len: int, settings: BenchSettings
+                      ) -> dict[str, tuple[list[float], list[float]]]:
+    """Per model: every timed pass (s) and its median per round (ms)."""
+    inputs = {name: _synthetic_inputs(batch_size, seq_len, vocab_sizes[name], settings.seed,
+                                      "token_type_ids" in inspect.signature(served.forward).parameters)
+              for name, (served, _) in prepared.items()}
+    passes = min(settings.round_passes, settings.repeats)
+    min_rounds = math.ceil(settings.repeats / passes)
+    latencies: dict[str, list[float]] = {name: [] for name in prepared}
+    round_ms: dict[str, list[float]] = {name: [] for name in prepared}
+    names = list(prepared)
     with torch.inference_mode():
-        for _ in range(settings.warmup):
-            with context():
-                model(**inputs)
-        timed_s = 0.0
-        while len(latencies_s) < settings.repeats or timed_s < (settings.min_seconds or 0.0):
-            start = time.perf_counter()
-            with context():
-                model(**inputs)
-            latencies_s.append(time.perf_counter() - start)
-            timed_s += latencies_s[-1]
-    return latencies_s
+        for name, (served, context) in prepared.items():
+            for _ in range(settings.warmup):
+                with context():
+                    served(**inputs[name])
+        rounds = 0
+        while rounds < min_rounds or min(sum(v) for v in latencies.values()) < (settings.min_seconds or 0.0):
+            for name in (names if rounds % 2 == 0 else names[::-1]):
+                served, context = prepared[name]
+                this_round = []
+                for _ in range(passes):
+                    start = time.perf_counter()
+                    with context():
+                        served(**inputs[name])
+                    this_round.append(time.perf_counter() - start)
+                latencies[name].extend(this_round)
+                round_ms[name].append(float(np.median(this_round)) * 1e3)
+            rounds += 1
+    return {name: (latencies[name], round_ms[name]) for name in names}
 
 
 def _row(name: str, precision: str, batch_size: int, seq_len: int, threads: int, latencies_s: list[float],
-         settings: BenchSettings, parameters: int, size_mb: float, config: Any) -> dict:
-    latency_ms = np.asarray(latencies_s) * 1e3
-    p50_ms = float(np.percentile(latency_ms, 50))
+         round_ms: list[float], settings: BenchSettings, parameters: int, size_mb: float, config: Any,
+         load_1m: float | None) -> dict:
+    summary = bench_stats.latency_summary([s * 1e3 for s in latencies_s])
+    p50_ms = summary["latency_ms_p50"]
     flops = forward_flops(config, batch_size, seq_len) if config is not None else math.nan
     return {
         "model": name,
@@ -277,13 +340,13 @@ def _row(name: str, precision: str, batch_size: int, seq_len: int, threads: int,
         "batch_size": batch_size,
         "seq_len": seq_len,
         "threads": threads,
-        "latency_ms_p50": p50_ms,
-        "latency_ms_p95": float(np.percentile(latency_ms, 95)),
-        "latency_ms_mean": float(latency_ms.mean()),
-        "latency_ms_std": float(latency_ms.std(ddof=1)) if len(latency_ms) > 1 else 0.0,
+        **summary,
         "samples_per_s": batch_size / (p50_ms / 1e3),
         "repeats": len(latencies_s),
+        "rounds": len(round_ms),
+        "round_ms": round_ms,
         "warmup": settings.warmup,
+        "load_1m": load_1m,
         "parameters": parameters,
         "size_mb": size_mb,
         "torch_version": torch.__version__,

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .cli_args import build_parser, config_from_args, data_config_from_args, teacher_stage_from_args
 from .errors import UserError
@@ -24,7 +24,12 @@ EXIT_USAGE = 2
 # progress: events -> tqdm bars
 
 class ProgressPrinter:
-    """Turns engine events into tqdm bars with an ETA (on stderr, so stdout stays machine-readable)."""
+    """Turns engine events into tqdm bars with an ETA (on stderr, so stdout stays machine-readable): one line per
+    phase (progress.PHASES: preparing, tokenising, teacher logits, training, validation, saving, test evaluation)
+    and a bar for each phase that counts."""
+
+    COUNTED: ClassVar[dict[str, str]] = {"teacher_progress": "teacher logits", "eval_progress": "test evaluation",
+                                         "valid_progress": "validation", "predict_progress": "predict"}
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -61,16 +66,18 @@ class ProgressPrinter:
                                f"training_accuracy {event['training_accuracy']:.4f} valid_loss "
                                f"{event['valid_loss']:.4f} valid_accuracy {event['valid_accuracy']:.4f} "
                                f"({event['seconds']:.0f} s)", file=sys.stderr)
-        elif kind in ("teacher_progress", "eval_progress", "predict_progress"):
-            bar = self._bar(kind.replace("_progress", ""), event["total"], "ex")
+        elif kind in self.COUNTED:
+            bar = self._bar(self.COUNTED[kind], event["total"], "ex")
             bar.update(event["done"] - bar.n)
         elif kind == "bench":
             bar = self._bar("benchmark", event.get("total_cells", 0) or None, "cell")
             bar.update(1)
         elif kind in ("phase", "note", "early_stop") and not self.quiet:
-            if kind == "phase" and self.bar_name == "training":
+            if kind == "phase" and self.bar_name is not None:
                 self.close()
             message = event.get("phase") or event.get("message") or f"early stop after epoch {event['epoch']}"
+            if kind == "phase" and event.get("epoch") and event.get("epochs"):
+                message += f" · epoch {event['epoch']} / {event['epochs']}"
             print(f"[kd] {message}", file=sys.stderr)
 
 
@@ -121,6 +128,32 @@ def _execute(prepared: Prepared, run_dir: Path, progress: ProgressPrinter, **opt
     finally:
         progress.close()
     return _run_summary(run_dir, result)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
+    """The Train page's estimate before Start, for the same flags as distill (and pipeline's --base)."""
+    from . import pipeline, runs
+    from .app import datasets, estimate
+    from .presets import get_preset
+
+    preset = get_preset(args.preset) if args.preset else None
+    as_pipeline = bool(args.base) or bool(preset and preset.teacher_stage)
+    # config_from_args reads the command line as the distill or pipeline command it mirrors
+    mirrored = argparse.Namespace(**{**vars(args), "command": "pipeline" if as_pipeline else "distill",
+                                     "out": args.out or "estimate"})
+    distill_config = config_from_args(mirrored)
+    distill_config.validate()
+    teacher_config = None
+    if as_pipeline:
+        stage = teacher_stage_from_args(mirrored)
+        teacher_config = pipeline.teacher_stage_config(distill_config, stage.base, epochs=stage.epochs, lr=stage.lr)
+    sizes = estimate.split_sizes(distill_config, *datasets.estimate_rows(distill_config.data.source))
+    if sizes is None:
+        raise UserError(f"--data {distill_config.data.source!r}: its number of rows is unknown, so no estimate")
+    root = args.runs_dir or runs.runs_root()
+    told = estimate.estimate_job(distill_config, teacher_config, sizes, root, allow_probe=not args.no_probe)
+    return {**told.as_dict(), "sizes": dict(zip(("train", "validation", "test"), sizes, strict=True)),
+            "long": told.long}
 
 
 def _cmd_worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -181,6 +214,8 @@ def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     from .config import load_train_config
     from .train import prepare
 
+    if args.background:
+        return _cmd_resume_background(args)
     run_dir = args.run
     if not (run_dir / runs.CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.json): see `python -m distill_core list`")
@@ -197,6 +232,57 @@ def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     prepared = prepare(config, on_event=progress)
     runs.clear_stop(run_dir)
     return _execute(prepared, run_dir, progress, resume=True)
+
+
+def _run_location(run: Path) -> tuple[Path, str]:
+    """--run as (runs folder, run name): a run folder, or a bare run name in $KD_RUNS_DIR."""
+    from . import runs
+
+    if len(run.parts) == 1 and not run.is_dir():
+        return runs.runs_root(), run.name
+    return run.resolve().parent, run.name  # a folder that is not there is named by the engine's check
+
+
+def _cmd_resume_background(args: argparse.Namespace) -> dict[str, Any]:
+    from . import manage
+
+    root, name = _run_location(args.run)
+    return manage.resume_in_background(root, name).as_dict()
+
+
+def _confirmed(names: list[str]) -> bool:
+    """Ask on the terminal; without one (a script), --yes is the only way to say yes."""
+    if not sys.stdin.isatty():
+        raise UserError("delete needs --yes when it cannot ask (no terminal): add --yes to delete "
+                        + ", ".join(names))
+    answer = input(f"Delete run(s) {', '.join(names)} and all their files? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
+    from . import manage
+
+    located = [_run_location(run) for run in args.run]
+    roots = {root for root, _ in located}
+    if len(roots) > 1:
+        raise UserError("--run: give runs of one runs folder per delete (found " + ", ".join(map(str, roots)) + ")")
+    root, names = roots.pop(), [name for _, name in located]
+    plan = manage.plan_delete(root, names)
+    if plan.problems:
+        raise UserError("; ".join(plan.problems))
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not args.yes and not _confirmed(names):
+        return {"deleted": []}
+    return {"deleted": manage.delete_runs(root, names)}
+
+
+def _cmd_rename(args: argparse.Namespace) -> dict[str, Any]:
+    from . import manage
+
+    root, name = _run_location(args.run)
+    new_dir, updated = manage.rename_run(root, name, args.to, field="--to")
+    return {"run": str(new_dir), "references_updated": updated}
 
 
 # Data flags that shape the splits a training run carves; a test file scored in full has no use for them.
@@ -259,16 +345,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from .inference import benchmark_specs
+    from . import bench_stats
+    from .inference import measure_specs
 
-    rows = benchmark_specs(args.model, batch_sizes=args.batch_sizes, seq_lens=args.seq_lens,
+    result = measure_specs(args.model, batch_sizes=args.batch_sizes, seq_lens=args.seq_lens,
                            precisions=args.precision, threads=args.threads, warmup=args.warmup,
-                           repeats=args.repeats, on_event=ProgressPrinter(args.quiet))
+                           repeats=args.repeats, baseline=args.baseline, on_event=ProgressPrinter(args.quiet))
+    # The summary a person reads, on stderr (stdout carries only the JSON): the paired speed-ups, then warnings.
+    if result["speedups"]:
+        print(bench_stats.headline(result["speedups"]), file=sys.stderr)
+    print(f"machine: {bench_stats.machine_line(result['machine'])}", file=sys.stderr)
+    for warning in result["warnings"]:
+        print(f"warning: {warning['message']}", file=sys.stderr)
     if args.out:
         from .storage import write_json_atomic
 
-        write_json_atomic(args.out, {"rows": rows})
-    return {"rows": rows}
+        write_json_atomic(args.out, result)
+    return result
+
+
+def _cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
+    from .app import probe
+
+    return probe.run_request(args.request)
+
+
+def _cmd_bench_job(args: argparse.Namespace) -> dict[str, Any]:
+    from . import bench_jobs
+
+    return bench_jobs.run_job(args.job_dir)
 
 
 def _cmd_push(args: argparse.Namespace) -> dict[str, Any]:
@@ -307,9 +412,13 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     return report.write_report(root, names, args.out, price_per_hour=args.price_per_hour)
 
 
-COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipeline, "evaluate": _cmd_evaluate,
-            "benchmark": _cmd_benchmark, "push": _cmd_push, "worker": _cmd_worker, "resume": _cmd_resume,
-            "list": _cmd_list, "export": _cmd_export, "report": _cmd_report, "showcase": _cmd_showcase}
+COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipeline, "estimate": _cmd_estimate,
+            "evaluate": _cmd_evaluate,
+            "benchmark": _cmd_benchmark, "bench-job": _cmd_bench_job, "probe": _cmd_probe, "push": _cmd_push,
+            "worker": _cmd_worker,
+            "resume": _cmd_resume,
+            "list": _cmd_list, "export": _cmd_export, "report": _cmd_report, "showcase": _cmd_showcase,
+            "delete": _cmd_delete, "rename": _cmd_rename}
 
 
 def _quiet_libraries() -> None:
@@ -324,7 +433,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("list",):
+    if args.command not in ("list", "delete", "rename"):
         _quiet_libraries()
     try:
         result = COMMANDS[args.command](args)

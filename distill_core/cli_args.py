@@ -119,6 +119,24 @@ def _add_train_commands(commands: Any) -> None:
     _add_train_args(pipeline, "pipeline")
 
 
+def _add_estimate_command(commands: Any) -> None:
+    estimate = commands.add_parser("estimate", help="how long a distill run (or, with --base, a pipeline) would "
+                                   "take on this machine, calibrated on past runs or a short probe; JSON on stdout")
+    _add_preset_arg(estimate, "pipeline")
+    _add_field_flag(estimate, "--teacher", "teacher")
+    _add_field_flag(estimate, "--student", "student")
+    estimate.add_argument("--base", help="estimate a pipeline: the base model fine-tuned into the teacher first")
+    estimate.add_argument("--teacher-epochs", type=int, default=None, help="epochs of a pipeline's teacher fine-tune")
+    estimate.add_argument("--teacher-lr", type=float, default=None, help="learning rate of a pipeline's teacher "
+                          "fine-tune (does not change the estimate; accepted so a pipeline command line fits)")
+    estimate.add_argument("--runs-dir", type=Path, default=None, help="the run store whose past runs calibrate the "
+                          "estimate. Default: $KD_RUNS_DIR or ./runs.")
+    estimate.add_argument("--no-probe", action="store_true", help="never time the models (past runs or the "
+                          "reference throughput only)")
+    _add_kd_args(estimate)
+    _add_train_args(estimate, "distill")
+
+
 def _add_model_commands(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="test metrics of a model")
     evaluate.add_argument("--model", required=True, help="model to score: run folder, model folder or Hub id")
@@ -147,9 +165,18 @@ def _add_model_commands(commands: Any) -> None:
                        help="weight precisions to time. Default: %(default)s.")
     bench.add_argument("--threads", type=int, default=None, help="torch threads while timing. Default: torch's own.")
     bench.add_argument("--warmup", type=int, default=3, help="untimed calls per cell first. Default: %(default)s.")
-    bench.add_argument("--repeats", type=int, default=10, help="timed calls per cell. Default: %(default)s.")
-    bench.add_argument("--out", type=Path, help="write the rows as JSON here")
+    bench.add_argument("--repeats", type=int, default=20,
+                       help="timed calls per model per cell, the models taking turns. Default: %(default)s.")
+    bench.add_argument("--baseline", default=None,
+                       help="the --model speed-ups are quoted against. Default: the largest model.")
+    bench.add_argument("--out", type=Path, help="write the result (rows, speed-ups, machine, warnings) as JSON here")
     bench.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
+    probe = commands.add_parser("probe", help="(internal) time models for the Train page's estimate; used by the "
+                                "dashboard")
+    probe.add_argument("--request", required=True, type=Path, help="the probe request (a JSON list of models)")
+    bench_job = commands.add_parser("bench-job", help="(internal) run the Benchmark page's request; used by the "
+                                                      "dashboard")
+    bench_job.add_argument("--job-dir", required=True, type=Path, help="the job folder (request.json)")
 
     export = commands.add_parser("export", help="save a trained model at fp32, bf16 or int8 for serving")
     export.add_argument("--model", required=True, help="trained model: run folder, model folder or Hub id")
@@ -168,6 +195,19 @@ def _add_run_commands(commands: Any) -> None:
     resume = commands.add_parser("resume", help="continue an interrupted or cancelled run from its last epoch")
     resume.add_argument("--run", required=True, type=Path, help="the run folder, e.g. runs/NAME")
     resume.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
+    resume.add_argument("--background", action="store_true", help="continue in a background worker (as the Runs "
+                        "page does) and return at once with JSON naming the run and its worker's pid")
+
+    delete = commands.add_parser("delete", help="delete finished runs (never a queued or running one: stop it "
+                                 "first; never a showcase run)")
+    delete.add_argument("--run", action="append", required=True, type=Path,
+                        help="a run folder, e.g. runs/NAME, or a run name in $KD_RUNS_DIR (repeat for several)")
+    delete.add_argument("--yes", action="store_true", help="delete without asking")
+
+    rename = commands.add_parser("rename", help="rename a run that is not queued or running (runs that name it as "
+                                 "their teacher are updated)")
+    rename.add_argument("--run", required=True, type=Path, help="the run folder, e.g. runs/NAME")
+    rename.add_argument("--to", required=True, help="the new name: 1-64 of A-Z a-z 0-9 . _ -")
 
     worker = commands.add_parser("worker", help="(internal) run a queued run folder; used by the dashboard")
     worker.add_argument("--run-dir", required=True, type=Path, help="the queued run folder (config.json + status)")
@@ -206,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "of transformer text classifiers")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_commands(commands)
+    _add_estimate_command(commands)
     _add_model_commands(commands)
     _add_run_commands(commands)
     _add_report_command(commands)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,12 +20,17 @@ KD_LOSS_NAMES = ("kl", "mse")
 OPTIMIZERS = ("adamw", "adam")
 
 _T = TypeVar("_T")
+# Rule texts ({low}, {high}: the bounds) where the plain "must be between" would lose words users know.
+FRACTION_RULE = "is out of range: use a fraction between {low} and {high}, e.g. 0.2"
 
 
-def _setting(default: _T, help_text: str) -> _T:
+def _setting(default: _T, help_text: str, bounds: tuple[float, float] | None = None, rule: str | None = None) -> _T:
     """A field with a default and its one line of help, shown beside its dashboard widget and in its CLI flag's
-    --help (typed like dataclasses.field: as the default's type, so type checkers see a field with a default)."""
-    return field(default=default, metadata={"help": help_text})
+    --help (typed like dataclasses.field: as the default's type, so type checkers see a field with a default).
+    ``bounds`` (inclusive) is the one range of a number: validation refuses what lies outside, and the
+    dashboard's widget cannot leave it."""
+    extra = {"bounds": bounds, **({"rule": rule} if rule else {})} if bounds else {}
+    return field(default=default, metadata={"help": help_text, **extra})
 
 
 @dataclass(frozen=True)
@@ -36,31 +41,37 @@ class DataConfig:
     text_column: str = _setting("text", "Column holding the text; join several with + (e.g. title+description).")
     label_column: str = _setting("label", "Column holding the class (integer ids or names).")
     valid_fraction: float = _setting(
-        0.2, "Share of the training rows held out for validation (seeded, stratified; seed: 0.2).")
+        0.2, "Share of the training rows held out for validation (seeded, stratified; seed: 0.2).", (0.01, 0.8),
+        FRACTION_RULE)
     test_fraction: float = _setting(
-        0.2, "Only for a single file without a test split: share held out as the test split.")
+        0.2, "Only for a single file without a test split: share held out as the test split.", (0.01, 0.8),
+        FRACTION_RULE)
     # The UI and the CLI take 0 for "unset" (None) in the optional counts below; a config.json holds null.
-    train_samples: int | None = _setting(None, "Use a stratified subsample of this many training rows (0 = all rows).")
+    train_samples: int | None = _setting(
+        None, "Use a stratified subsample of this many training rows (0 = all rows).", (2, 100_000_000))
     eval_samples: int | None = _setting(
-        None, "Use a stratified subsample of this many validation and test rows (0 = all rows).")
-    max_length: int = _setting(150, "Truncation limit in tokens; batches are padded only to their longest row.")
+        None, "Use a stratified subsample of this many validation and test rows (0 = all rows).", (2, 100_000_000))
+    max_length: int = _setting(
+        150, "Truncation limit in tokens; batches are padded only to their longest row.", (8, 8192),
+        "is out of range: use 8..8192 (8..512 for BERT-style models)")
 
-    def validate(self) -> None:
-        _check_types(self)
-        if not str(self.source).strip():
-            raise UserError("data source is empty: give a Hub dataset id, a folder with train/test files, or a file")
-        if not self.text_column.strip() or not self.label_column.strip():
-            raise UserError("text and label column names must not be empty")
-        for name in ("valid_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 0.9:
-                raise UserError(f"{name}={value} is out of range: use a fraction between 0 and 0.9, e.g. 0.2")
-        for name in ("train_samples", "eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 2:
-                raise UserError(f"{name}={value} is too small: use at least 2 (or leave it unset for all rows)")
-        if not 8 <= self.max_length <= 8192:
-            raise UserError(f"max_length={self.max_length} is out of range: use 8..512 for BERT-style models")
+    def problems(self) -> list[Problem]:
+        """Every bad setting, not only the first (the dashboard lists them all at once)."""
+        found = _type_problems(self)
+        bad = {problem.field for problem in found}
+        if "source" not in bad and not self.source.strip():
+            found.append(Problem("source", self.source, "is empty: pick a dataset or give a Hub dataset id",
+                                 plain="data source is empty: give a Hub dataset id, a folder with train/test "
+                                       "files, or a file", show_value=False))
+        for name, holds in (("text_column", "text"), ("label_column", "class")):
+            if name not in bad and not getattr(self, name).strip():
+                found.append(Problem(name, getattr(self, name), f"is empty: name the column that holds the {holds}",
+                                     plain="text and label column names must not be empty", show_value=False))
+        return found + _range_problems(self, bad)
+
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """Raise one SettingsError listing every problem; ``names`` says each field as its face does."""
+        _raise_problems(self.problems(), names)
 
 
 @dataclass(frozen=True)
@@ -71,68 +82,131 @@ class TrainConfig:
         "help": "Model spec of the model being trained: Hub id, folder, bundled:NAME, or (from the teacher) "
                 "truncate:N or config:L<n>-H<h>."})
     teacher: str | None = _setting(None, "Model spec of the fine-tuned teacher classifier (required for distill).")
-    temperature: float = _setting(2.0, "Softens teacher and student distributions in the KD term (seed: 2).")
-    alpha: float = _setting(0.5, "Weight of the label (CE) loss; 1 - alpha weights the teacher (KD) loss (seed: 0.5).")
+    temperature: float = _setting(
+        2.0, "Softens teacher and student distributions in the KD term (seed: 2).", (0.1, 50.0),
+        "must be > 0: between {low} and {high} (the seed recipe uses 2)")
+    alpha: float = _setting(
+        0.5, "Weight of the label (CE) loss; 1 - alpha weights the teacher (KD) loss (seed: 0.5).", (0.0, 1.0),
+        "must be within [0, 1]: the weight of the label loss (seed: 0.5)")
     kd_loss: str = _setting("kl", "kl: T^2 * KL(teacher || student) on softened outputs; mse: squared error on logits.")
-    epochs: int = _setting(5, "Passes over the training rows (seed: 5); early stopping may end sooner.")
-    lr: float = _setting(2e-5, "Peak learning rate (seed: 2e-5; small students and short runs like 1e-4).")
-    batch_size: int = _setting(64, "Training examples per optimiser step (seed: 64).")
+    epochs: int = _setting(5, "Passes over the training rows (seed: 5); early stopping may end sooner.", (1, 100))
+    lr: float = _setting(
+        2e-5, "Peak learning rate (seed: 2e-5; small students and short runs like 1e-4).", (1e-7, 1.0),
+        "must be > 0: between {low} and {high} (typical: 2e-5 .. 1e-4)")
+    batch_size: int = _setting(64, "Training examples per optimiser step (seed: 64).", (1, 1024))
     optimizer: str = _setting("adamw", "adamw: warm-up + linear decay; adam: the seed recipe's constant-rate Adam.")
-    warmup_ratio: float = _setting(0.1, "Share of all steps spent warming the learning rate up (adamw only).")
-    weight_decay: float = _setting(0.01, "Decoupled weight decay, not applied to biases and LayerNorm (adamw only).")
+    warmup_ratio: float = _setting(
+        0.1, "Share of all steps spent warming the learning rate up (adamw only).", (0.0, 0.9))
+    weight_decay: float = _setting(
+        0.01, "Decoupled weight decay, not applied to biases and LayerNorm (adamw only).", (0.0, 1.0))
     # None keeps the model's own dropout (what a teacher fine-tune uses).
-    dropout: float | None = _setting(0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.")
-    patience: int | None = _setting(2, "Stop after this many epochs without a better validation accuracy (0 = never).")
-    seed: int = _setting(42, "Seeds the split, the subsample, the student head and the batch order.")
+    dropout: float | None = _setting(
+        0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.", (0.0, 0.9))
+    patience: int | None = _setting(
+        2, "Stop after this many epochs without a better validation accuracy (0 = never).", (1, 100))
+    seed: int = _setting(42, "Seeds the split, the subsample, the student head and the batch order.", (0, 2**31 - 1))
     # Inference keeps no activations for the backward pass, so its batches can be larger than training's.
-    eval_batch_size: int = _setting(128, "Batch size for validation, test and teacher logits (inference only).")
-    log_every_steps: int = _setting(10, "A step point (loss, throughput) is written every this many steps.")
-    max_steps: int | None = _setting(None, "Stop after this many optimiser steps (0 = no limit); for time-boxed runs.")
+    eval_batch_size: int = _setting(
+        128, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
+    log_every_steps: int = _setting(
+        10, "A step point (loss, throughput) is written every this many steps.", (1, 100_000))
+    max_steps: int | None = _setting(
+        None, "Stop after this many optimiser steps (0 = no limit); for time-boxed runs.", (1, 10_000_000))
     teacher_cache: bool = _setting(True, "Reuse teacher logits computed by earlier runs on the same examples.")
     extra: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Free-form notes saved with the run, e.g. the preset used."})
 
-    def validate(self) -> None:
+    def problems(self) -> list[Problem]:
+        """Every bad setting of the run and its data, not only the first."""
         if not isinstance(self.data, DataConfig):
-            raise UserError(f"config 'data' must be an object like {{'source': ...}}, not {self.data!r}")
-        self.data.validate()
-        _check_types(self)
-        if self.mode not in MODES:
-            raise UserError(f"mode={self.mode!r} is unknown: use one of {', '.join(MODES)}")
-        if not self.student.strip():
-            raise UserError("student model spec is empty")
-        if self.mode == "distill" and not (self.teacher or "").strip():
-            raise UserError("distill needs a teacher: pass --teacher SPEC (a fine-tuned classifier)")
-        if self.mode == "finetune" and self.student.startswith(("truncate:", "config:")) and not self.teacher:
-            raise UserError(f"student spec {self.student!r} is built from a teacher: pass --teacher or use distill")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UserError(f"temperature={self.temperature} must be > 0 (the seed recipe uses 2)")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UserError(f"alpha={self.alpha} must be within [0, 1]: weight of the label loss (seed: 0.5)")
-        if self.kd_loss not in KD_LOSS_NAMES:
-            raise UserError(f"kd_loss={self.kd_loss!r} is unknown: use one of {', '.join(KD_LOSS_NAMES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"optimizer={self.optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)}")
-        if self.epochs < 1 or self.epochs > 1000:
-            raise UserError(f"epochs={self.epochs} must be between 1 and 1000")
-        if not (self.lr > 0 and self.lr < 1 and math.isfinite(self.lr)):
-            raise UserError(f"lr={self.lr} must be > 0 and < 1 (typical: 2e-5 .. 1e-4)")
-        if self.batch_size < 1 or self.batch_size > 4096:
-            raise UserError(f"batch_size={self.batch_size} must be between 1 and 4096")
-        if self.eval_batch_size < 1:
-            raise UserError(f"eval_batch_size={self.eval_batch_size} must be >= 1")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"warmup_ratio={self.warmup_ratio} must be within [0, 1)")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):  # NaN compares False to everything
-            raise UserError(f"weight_decay={self.weight_decay} must be >= 0")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout={self.dropout} must be within [0, 1)")
-        if self.patience is not None and self.patience < 1:
-            raise UserError(f"patience={self.patience} must be >= 1 (or unset to disable early stopping)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"max_steps={self.max_steps} must be >= 1")
-        if self.log_every_steps < 1:
-            raise UserError(f"log_every_steps={self.log_every_steps} must be >= 1")
+            return [Problem("data", self.data, "must be an object like {'source': ...}",
+                            plain=f"config 'data' must be an object like {{'source': ...}}, not {self.data!r}")]
+        found = self.data.problems() + _type_problems(self)
+        bad = {problem.field for problem in found}
+        for name, known in (("mode", MODES), ("kd_loss", KD_LOSS_NAMES), ("optimizer", OPTIMIZERS)):
+            if name not in bad and getattr(self, name) not in known:
+                found.append(Problem(name, getattr(self, name), f"is unknown: use one of {', '.join(known)}"))
+        student_ok = "student" not in bad and bool(self.student.strip())
+        if "student" not in bad and not student_ok:
+            found.append(Problem("student", self.student, "is empty: name the model to train",
+                                 plain="student model spec is empty", show_value=False))
+        if self.mode == "distill" and "teacher" not in bad and not (self.teacher or "").strip():
+            found.append(Problem("teacher", self.teacher, "is empty: a distillation learns from a fine-tuned teacher",
+                                 plain="distill needs a teacher: pass --teacher SPEC (a fine-tuned classifier)",
+                                 show_value=False))
+        if self.mode == "finetune" and student_ok and self.student.startswith(("truncate:", "config:")) \
+                and not self.teacher:
+            found.append(Problem("student", self.student, "is built from a teacher: name a teacher or distil",
+                                 plain=f"student spec {self.student!r} is built from a teacher: pass --teacher or "
+                                       "use distill"))
+        return found + _range_problems(self, bad)
+
+    def validate(self, names: Mapping[str, str] | None = None) -> None:
+        """Raise one SettingsError listing every problem; ``names`` says each field as its face does (the form's
+        labels, the CLI's flags); without it a field is named as in config.json."""
+        _raise_problems(self.problems(), names)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad setting: which field, its value, and what is wrong, said after the field's name."""
+    field: str
+    value: Any
+    rule: str                 # "must be between 1 and 100"
+    plain: str | None = None  # the whole sentence where "field=value rule" would read badly
+    show_value: bool = True   # False where the value says nothing ('' for an empty field)
+
+    def text(self, names: Mapping[str, str] | None = None) -> str:
+        if names and self.field in names:
+            return f"{names[self.field]} {self.rule}" + (f" (got {_shown(self.value)})" if self.show_value else "")
+        return self.plain or f"{self.field}={self.value!r} {self.rule}"
+
+
+class SettingsError(UserError):
+    """Bad settings, all of them: ``problems`` for a face that says them its own way."""
+
+    def __init__(self, problems: list[Problem], names: Mapping[str, str] | None = None) -> None:
+        texts = [problem.text(names) for problem in problems]
+        super().__init__(texts[0] if len(texts) == 1 else f"{len(texts)} settings to fix: " + "; ".join(texts))
+        self.problems = problems
+
+
+def _raise_problems(problems: list[Problem], names: Mapping[str, str] | None) -> None:
+    if problems:
+        raise SettingsError(problems, names)
+
+
+def settings_problems(config: TrainConfig, names: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem of ``config`` as one sentence each, fields named by ``names`` (e.g. the form's labels)."""
+    return [problem.text(names) for problem in config.problems()]
+
+
+def bounds_of(name: str) -> tuple[float, float] | None:
+    """The inclusive range of number setting ``name`` (None for settings without one): validation and the
+    dashboard's widgets read the same pair."""
+    return config_field(name).metadata.get("bounds")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, str) else str(value)
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def _range_problems(config: Any, skip: set[str]) -> list[Problem]:
+    """Numbers outside their field's bounds; NaN and infinities fail the comparison and are refused too."""
+    found = []
+    for spec in dataclasses.fields(config):
+        bounds = spec.metadata.get("bounds")
+        value = getattr(config, spec.name)
+        if bounds is None or spec.name in skip or value is None:
+            continue
+        low, high = bounds
+        if not low <= value <= high:
+            unset = " or unset" if str(spec.type).endswith(" | None") and spec.default is None else ""
+            rule = spec.metadata.get("rule", "must be between {low} and {high}" + unset)
+            found.append(Problem(spec.name, value, rule.format(low=_shown(low), high=_shown(high))))
+    return found
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -177,9 +251,10 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _check_types(config: Any) -> None:
+def _type_problems(config: Any) -> list[Problem]:
     """A hand-written config.json may hold any JSON type in any field: name the field instead of failing later
     with a TypeError ("5" < 1) or, worse, training with it (epochs 2.5, weight_decay "0.01")."""
+    found = []
     for spec in dataclasses.fields(config):
         annotation = str(spec.type)
         optional = annotation.endswith(" | None")
@@ -189,7 +264,8 @@ def _check_types(config: Any) -> None:
             continue
         types, what = expected
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise UserError(f"{spec.name}={value!r} must be {what}{' or null' if optional else ''}")
+            found.append(Problem(spec.name, value, f"must be {what}{' or null' if optional else ''}"))
+    return found
 
 
 def _reject_unknown(raw: dict[str, Any], cls: type, where: str) -> None:

@@ -137,7 +137,7 @@ def select_text(frame: pd.DataFrame, text_column: str, where: str) -> pd.Series:
     missing = [name for name in names if name not in frame.columns]
     if missing:
         raise UserError(f"{where}: no column {missing[0]!r}; columns are {list(map(str, frame.columns))}: "
-                        f"set the text column (--text-column) to one of them")
+                        f"set the text column to one of them (join several with +)")
     parts = [frame[name].astype("string").fillna("").str.strip() for name in names]
     text = parts[0]
     for part in parts[1:]:
@@ -158,7 +158,7 @@ def check_texts(text: pd.Series, where: str) -> None:
                         f"(limit {MAX_TEXT_CHARS:,}): this is a classifier of short texts; split or trim it")
 
 
-def _labels_to_ids(values: pd.Series, label_names: list[str] | None, where: str, label_column: str) -> np.ndarray:
+def labels_to_ids(values: pd.Series, label_names: list[str] | None, where: str, label_column: str) -> np.ndarray:
     """Integer ids 0..K-1; names are accepted only when the label names are known (classes.txt / features)."""
     if values.isna().any() or (values.astype(str).str.strip() == "").any():
         row = int(np.flatnonzero((values.isna() | (values.astype(str).str.strip() == "")).to_numpy())[0])
@@ -193,10 +193,10 @@ def _frame_to_rows(frame: pd.DataFrame, cfg: DataConfig, label_names: list[str] 
         raise UserError(f"{where} has a header but no data rows")
     if cfg.label_column not in frame.columns:
         raise UserError(f"{where}: no label column {cfg.label_column!r}; columns are "
-                        f"{list(map(str, frame.columns))}: set --label-column to one of them")
+                        f"{list(map(str, frame.columns))}: set the label column to one of them")
     text = select_text(frame, cfg.text_column, where)
     check_texts(text, where)
-    labels = _labels_to_ids(frame[cfg.label_column], label_names, where, cfg.label_column)
+    labels = labels_to_ids(frame[cfg.label_column], label_names, where, cfg.label_column)
     return text.tolist(), labels
 
 

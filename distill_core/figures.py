@@ -8,6 +8,7 @@ pages draw charts of runs that have only just started.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -18,15 +19,18 @@ import plotly.graph_objects as go
 from distill_core.errors import UserError
 
 __all__ = [
-    "NO_DATA_TEXT", "TEMPLATE", "accuracy_curves", "confusion_heatmap", "empty_figure", "latency_chart",
-    "loss_curves", "overlay_curves", "pareto_frontier", "per_class_f1", "probability_bars",
-    "speed_accuracy_scatter", "speedup_bars", "throughput_chart",
+    "NO_DATA_TEXT", "TEMPLATE", "accuracy_curves", "confusion_heatmap", "empty_figure", "figure_table",
+    "figure_title", "latency_chart", "loss_curves", "overlay_curves", "pareto_frontier", "per_class_f1",
+    "probability_bars", "speed_accuracy_scatter", "speedup_bars", "throughput_chart", "whole_epoch_axis",
 ]
 
 TEMPLATE = "plotly_white"
 NO_DATA_TEXT = "no data yet"
 PERCENT_TICKS = ".0%"  # accuracies, F1 and probabilities are stored as fractions in [0, 1]
 BENCH_AXES = {"batch_size": "batch size (examples)", "seq_len": "sequence length (tokens)"}
+EPOCH_TICKS_MAX = 12  # more epochs than this: a tick every k-th epoch, still whole numbers
+SMALL_STEP_AXIS = 30  # up to this many optimiser steps, whole-step ticks (beyond, Plotly's own are whole)
+SAME_LOSS_REL_TOL = 1e-6  # total == CE (or KD) up to float noise: one term has weight 0
 
 
 # ---- shared helpers ----------------------------------------------------------------------------------
@@ -73,8 +77,13 @@ def _series(rows: list[dict], x_key: str, y_key: str) -> tuple[list, list]:
     return [x for x, _ in points], [y for _, y in points]
 
 
+def _metric_words(metric: str) -> str:
+    """A metrics-file key in words: "valid_loss" -> "validation loss"."""
+    return metric.replace("valid_", "validation_").replace("_", " ")
+
+
 def _metric_axis(metric: str) -> tuple[str, bool]:
-    label = metric.replace("_", " ")
+    label = _metric_words(metric)
     if "accuracy" in metric or "f1" in metric:
         return f"{label} (%)", True
     if "loss" in metric:
@@ -90,19 +99,91 @@ def _curves(title: str, lines: Iterable[tuple[str, list, list]], mode: str, x_ti
     """One trace per ``(name, xs, ys)`` that has points; the "no data yet" figure when none has."""
     fig = go.Figure()
     for name, xs, ys in lines:
-        if xs:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode=mode, name=name))
+        if xs:  # a lone point drawn as a line is invisible: give it a marker
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if len(xs) == 1 else mode, name=name))
     if not fig.data:
         return empty_figure(title)
     return _styled(fig, title, x_title, y_title, y_percent=y_percent)
 
 
-def loss_curves(step_rows: list[dict]) -> go.Figure:
-    """Total, CE and KD loss per optimiser step; the KD line is left out when a run has no teacher."""
-    rows = _rows_of_kind(step_rows, "step")
-    lines = [(name, *_series(rows, "step", key))
-             for key, name in (("loss", "total"), ("ce_loss", "CE (gold labels)"), ("kd_loss", "KD (teacher)"))]
-    return _curves("Training loss per step", lines, "lines", "optimiser step", "loss (nats)")
+def _same_line(a: tuple[list, list], b: tuple[list, list]) -> bool:
+    """Whether two (xs, ys) series are the same line, so drawing both would hide one under the other."""
+    return bool(a[0]) and a[0] == b[0] and all(
+        math.isclose(y1, y2, rel_tol=SAME_LOSS_REL_TOL, abs_tol=1e-12) for y1, y2 in zip(a[1], b[1], strict=True))
+
+
+def _step_loss_lines(rows: list[dict]) -> list[tuple[str, list, list]]:
+    """Total, CE and KD per step; when the total is one of the terms (alpha = 1 or 0, or no teacher), one line
+    named for both, and the other term (if logged) named as not trained on."""
+    total, ce, kd = (_series(rows, "step", key) for key in ("loss", "ce_loss", "kd_loss"))
+    if _same_line(total, ce):
+        return [("total = CE (gold labels)", *total), ("KD (teacher, weight 0)", *kd)]
+    if _same_line(total, kd):
+        return [("total = KD (teacher)", *total), ("CE (gold labels, weight 0)", *ce)]
+    return [("total", *total), ("CE (gold labels)", *ce), ("KD (teacher)", *kd)]
+
+
+def _epoch_steps(epoch_rows: list[dict], step_rows: list[dict]) -> list[tuple[float, dict]]:
+    """(optimiser step at the end of the epoch, epoch row): the row's own "step", else the last step row logged
+    within that epoch (step rows carry a fractional epoch)."""
+    placed: list[tuple[float, dict]] = []
+    for row in epoch_rows:
+        step = row.get("step")
+        if not _is_number(step) and _is_number(row.get("epoch")):
+            within = [r["step"] for r in step_rows if _is_number(r.get("step")) and _is_number(r.get("epoch"))
+                      and r["epoch"] <= row["epoch"] + 1e-9]
+            step = max(within, default=None)
+        if step is not None and _is_number(step):
+            placed.append((float(step), row))
+    return sorted(placed, key=lambda pair: pair[0])
+
+
+def loss_curves(step_rows: list[dict], epoch_rows: list[dict] | None = None) -> go.Figure:
+    """Training loss per optimiser step (total, CE and KD; KD left out when a run has no teacher, and a total
+    equal to one term drawn once), plus the validation loss of each epoch at the step where the epoch ended.
+
+    ``epoch_rows`` may be the epoch rows or the whole metrics file; without them, epoch rows mixed into
+    ``step_rows`` are used. The validation loss is cross-entropy on gold labels: compare it with the CE line.
+    """
+    title = "Training loss per step, validation loss per epoch"
+    steps = _rows_of_kind(step_rows, "step")
+    epochs = _rows_of_kind(epoch_rows if epoch_rows is not None else step_rows, "epoch")
+    if epoch_rows is None and all("kind" not in row for row in step_rows):
+        epochs = []  # bare step rows: no epoch rows hidden among them
+    lines = _step_loss_lines(steps)
+    placed = [(step, row) for step, row in _epoch_steps(epochs, steps) if _is_number(row.get("valid_loss"))]
+    fig = _curves(title, lines, "lines", "optimiser step", "loss (nats)")
+    if placed:
+        if not fig.data:  # validation rows before any step row: the empty placeholder has no axes to draw on
+            fig = _styled(go.Figure(), title, "optimiser step", "loss (nats)")
+        fig.add_trace(go.Scatter(
+            x=[step for step, _ in placed], y=[row["valid_loss"] for _, row in placed], mode="lines+markers",
+            name="validation CE (per epoch)",
+            customdata=[f"{row.get('epoch', '?')}{' (partial)' if row.get('partial') else ''}" for _, row in placed],
+            hovertemplate="validation CE %{y:.4f}<br>end of epoch %{customdata} (step %{x})<extra></extra>"))
+    return _loss_layout(fig) if fig.data else fig
+
+
+def _loss_layout(fig: go.Figure) -> go.Figure:
+    # Four series do not fit above a half-width chart without running into its title: the legend goes below.
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0},
+                      margin={"b": 110})
+    last_step = max(x for trace in fig.data for x in trace.x)
+    if last_step <= SMALL_STEP_AXIS:  # a few steps: Plotly would tick 1.5 and 2.5
+        fig.update_xaxes(tickmode="linear", tick0=0, dtick=max(1, math.ceil(last_step / 10)), tickformat="d")
+    return fig
+
+
+def whole_epoch_axis(fig: go.Figure, axis: str = "x") -> go.Figure:
+    """Ticks at whole epochs only: Plotly would label 0.5 and 1.5 on a two-epoch run, and there is no half
+    epoch. Beyond EPOCH_TICKS_MAX epochs, a tick every k-th epoch."""
+    values = [v for trace in fig.data for v in (getattr(trace, axis, None) or ()) if _is_number(v)]
+    first, last = min(values, default=1), max(values, default=1)
+    every = max(1, math.ceil(last / EPOCH_TICKS_MAX))
+    fig.update_xaxes(tickmode="linear", tick0=1 if every == 1 else 0, dtick=every, tickformat="d")
+    if last - first < 2:  # one or two epochs: Plotly would pad the axis to epoch 0 and beyond the last one
+        fig.update_xaxes(range=[first - 0.5, last + 0.5])
+    return fig
 
 
 def accuracy_curves(epoch_rows: list[dict]) -> go.Figure:
@@ -110,15 +191,17 @@ def accuracy_curves(epoch_rows: list[dict]) -> go.Figure:
     rows = _rows_of_kind(epoch_rows, "epoch")
     lines = [(name, *_series(rows, "epoch", key))
              for key, name in (("training_accuracy", "training"), ("valid_accuracy", "validation"))]
-    return _curves("Accuracy per epoch", lines, "lines+markers", "epoch", "accuracy (%)", y_percent=True)
+    fig = _curves("Accuracy per epoch", lines, "lines+markers", "epoch", "accuracy (%)", y_percent=True)
+    return whole_epoch_axis(fig) if fig.data else fig
 
 
 def overlay_curves(runs: dict[str, list[dict]], metric: str = "valid_accuracy") -> go.Figure:
     """One line per run of an epoch metric, to compare runs (e.g. a temperature or alpha sweep)."""
     y_title, y_percent = _metric_axis(metric)
-    title = f"{metric.replace('_', ' ').capitalize()} per epoch, by run"
+    title = f"{_metric_words(metric).capitalize()} per epoch, by run"
     lines = [(run_name, *_series(_rows_of_kind(rows, "epoch"), "epoch", metric)) for run_name, rows in runs.items()]
-    return _curves(title, lines, "lines+markers", "epoch", y_title, y_percent=y_percent)
+    fig = _curves(title, lines, "lines+markers", "epoch", y_title, y_percent=y_percent)
+    return whole_epoch_axis(fig) if fig.data else fig
 
 
 # ---- classification results --------------------------------------------------------------------------
@@ -240,10 +323,13 @@ def _bench_line_chart(rows: list[dict], x: str, y_key: str, title: str, y_title:
             continue
         trace = go.Scatter(x=[p[x] for p in points], y=[p[y_key] for p in points], mode="lines+markers", name=name)
         if y_key == "latency_ms_p50":
-            # Asymmetric bar from p50 up to p95: the tail latency a user actually waits for now and then.
+            # Asymmetric bar from p25 (the lower quartile: how tight the typical passes are) up to p95 (the tail
+            # latency a user waits for now and then); rows without quartiles draw only the upper part.
             p95 = [row["latency_ms_p95"] if _is_number(row.get("latency_ms_p95")) else row[y_key] for row in points]
+            p25 = [row["latency_ms_p25"] if _is_number(row.get("latency_ms_p25")) else row[y_key] for row in points]
             tail_ms = [max(high - row[y_key], 0.0) for high, row in zip(p95, points, strict=True)]
-            trace.error_y = {"type": "data", "symmetric": False, "array": tail_ms, "arrayminus": [0.0] * len(points)}
+            low_ms = [max(row[y_key] - low, 0.0) for low, row in zip(p25, points, strict=True)]
+            trace.error_y = {"type": "data", "symmetric": False, "array": tail_ms, "arrayminus": low_ms}
         fig.add_trace(trace)
     if not fig.data:
         return empty_figure(title)
@@ -255,8 +341,9 @@ def _bench_line_chart(rows: list[dict], x: str, y_key: str, title: str, y_title:
 
 
 def latency_chart(rows: list[dict], x: str = "batch_size") -> go.Figure:
-    """Median latency per batch against batch size or length; the error bar reaches up to the p95."""
-    return _bench_line_chart(rows, x, "latency_ms_p50", "Latency per batch (p50, bar to p95)", "latency per batch (ms)")
+    """Median latency per batch against batch size or length; the error bar spans p25 to p95."""
+    return _bench_line_chart(rows, x, "latency_ms_p50", "Latency per batch (p50, bar from p25 to p95)",
+                             "latency per batch (ms)")
 
 
 def throughput_chart(rows: list[dict], x: str = "batch_size") -> go.Figure:
@@ -265,29 +352,18 @@ def throughput_chart(rows: list[dict], x: str = "batch_size") -> go.Figure:
 
 
 def speedup_bars(rows: list[dict], baseline_model: str) -> go.Figure:
-    """Throughput of each model relative to ``baseline_model`` at the same batch size, length and precision."""
-    title = f"Speed-up over {baseline_model}"
+    """How many times faster each model is than ``baseline_model`` at the same batch size, length and precision:
+    the paired speed-up (``bench_stats.paired_speedups``: median of per-round ratios), bars from p25 to p75."""
+    from distill_core.bench_stats import paired_speedups
+
+    title = f"Speed-up over {baseline_model} (paired; bar p25 to p75)"
     if not rows:
         return empty_figure(title)
-
-    def setting(row: dict) -> tuple:
-        return row.get("precision"), row.get("batch_size"), row.get("seq_len")
-
-    baseline = {
-        setting(row): row["samples_per_s"]
-        for row in rows
-        if row.get("model") == baseline_model and _is_number(row.get("samples_per_s")) and row["samples_per_s"] > 0
-    }
-    if not baseline:
+    if not any(row.get("model") == baseline_model for row in rows):
         return empty_figure(title, f"no benchmark rows for the baseline {baseline_model}")
-
-    bars: dict[str, dict[tuple, float]] = defaultdict(dict)
-    for row in rows:
-        comparable = setting(row) in baseline and _is_number(row.get("samples_per_s"))
-        if row.get("model") == baseline_model or not comparable:
-            continue
-        series_name = f"{row.get('model')} · {row.get('precision')}"
-        bars[series_name][setting(row)[1:]] = row["samples_per_s"] / baseline[setting(row)]
+    bars: dict[str, dict[tuple, dict]] = defaultdict(dict)
+    for speedup in paired_speedups(rows, baseline_model):
+        bars[f"{speedup['model']} · {speedup['precision']}"][(speedup["batch_size"], speedup["seq_len"])] = speedup
     if not bars:
         return empty_figure(title)
 
@@ -295,10 +371,14 @@ def speedup_bars(rows: list[dict], baseline_model: str) -> go.Figure:
     categories = [f"batch {batch} · seq {seq}" for batch, seq in settings]
     fig = go.Figure()
     for name, speedups in bars.items():
+        cells = [speedups.get(key) for key in settings]
         fig.add_trace(
             go.Bar(
                 x=categories,
-                y=[speedups.get(key) for key in settings],
+                y=[c["speedup"] if c else None for c in cells],
+                error_y={"type": "data", "symmetric": False,
+                         "array": [c["speedup_p75"] - c["speedup"] if c else 0.0 for c in cells],
+                         "arrayminus": [c["speedup"] - c["speedup_p25"] if c else 0.0 for c in cells]},
                 name=name,
                 texttemplate="%{y:.1f}×",
                 textposition="outside",
@@ -393,3 +473,56 @@ def fit_percent_axis(fig, pad: float = 0.02):
         fig.update_yaxes(range=[max(low - pad - 0.05 * (high - low), 0.0), min(high + pad, 1.0) + pad / 2])
     fig.update_yaxes(tickformat=".1%")
     return fig
+
+
+# ---- text alternative --------------------------------------------------------------------------------
+
+
+def figure_title(fig: go.Figure, default: str = "") -> str:
+    """The figure's title as plain text (Plotly titles may carry <b> and <br> tags): the chart's accessible name."""
+    text = fig.layout.title.text if fig.layout.title and fig.layout.title.text else ""
+    return " ".join(re.sub(r"<[^>]+>", " ", text).split()) or default
+
+
+def _axis_column(axis) -> tuple[str, bool]:
+    """(column name, whether values are fractions shown as percent) of a figure axis."""
+    title = axis.title.text if axis.title and axis.title.text else ""
+    return title, "%" in (axis.tickformat or "")
+
+
+def _cell(value: Any, percent: bool) -> Any:
+    if _is_number(value):
+        return round(float(value) * 100, 2) if percent else round(float(value), 6)
+    return value
+
+
+def _heatmap_table(trace, x_title: str, y_title: str) -> list[dict]:
+    """One row per y category, one column per x category; the trace's text (counts) where it has them."""
+    values = trace.text if trace.text is not None else trace.z
+    return [{y_title or "row": y, **{f"{x_title or 'column'}: {x}": _cell(value, False)
+                                     for x, value in zip(trace.x, row, strict=True)}}
+            for y, row in zip(trace.y, values, strict=True)]
+
+
+def figure_table(fig: go.Figure) -> list[dict]:
+    """The numbers behind a figure as table rows: the text alternative of a chart (one row per point, named by
+    its series and axis titles; percent axes in percent). Guide traces (hover skipped, e.g. a frontier line)
+    are left out: they repeat points already listed. An empty figure gives no rows."""
+    x_title, x_percent = _axis_column(fig.layout.xaxis)
+    y_title, y_percent = _axis_column(fig.layout.yaxis)
+    x_title, y_title = x_title or "x", y_title or "y"
+    table: list[dict] = []
+    for trace in fig.data:
+        if trace.type == "heatmap":
+            table.extend(_heatmap_table(trace, x_title, y_title))
+            continue
+        if getattr(trace, "hoverinfo", None) == "skip" or trace.x is None or trace.y is None:
+            continue
+        labels = trace.text if "text" in (getattr(trace, "mode", None) or "") and trace.text is not None else None
+        for i, (x, y) in enumerate(zip(trace.x, trace.y, strict=False)):
+            row = {"series": trace.name or ""}
+            if labels is not None and not isinstance(labels, str):
+                row["point"] = labels[i]
+            row.update({x_title: _cell(x, x_percent), y_title: _cell(y, y_percent)})
+            table.append(row)
+    return table

@@ -107,32 +107,53 @@ def evaluate_spec(spec: str, data_cfg: DataConfig, *, split: str = "test", refer
 
 
 def benchmark_specs(specs: Sequence[str], *, batch_sizes: Sequence[int], seq_lens: Sequence[int],
-                    precisions: Sequence[str], threads: int | None = None, warmup: int = 3, repeats: int = 10,
+                    precisions: Sequence[str], threads: int | None = None, warmup: int = 3, repeats: int = 20,
                     on_event: EventHandler | None = None) -> list[dict[str, Any]]:
-    """Latency/throughput rows for each model spec (weights do not change speed, so untrained heads are fine)."""
+    """Latency/throughput rows for each model spec (see :func:`measure_specs`)."""
+    return measure_specs(specs, batch_sizes=batch_sizes, seq_lens=seq_lens, precisions=precisions,
+                         threads=threads, warmup=warmup, repeats=repeats, on_event=on_event)["rows"]
+
+
+def measure_specs(specs: Sequence[str], *, batch_sizes: Sequence[int], seq_lens: Sequence[int],
+                  precisions: Sequence[str], threads: int | None = None, warmup: int = 3, repeats: int = 20,
+                  baseline: str | None = None, on_event: EventHandler | None = None) -> dict[str, Any]:
+    """The benchmark of the CLI and the Benchmark page: every model loaded first, then timed interleaved.
+
+    Weights do not change speed, so untrained heads are fine. Returns ``bench.benchmark_models``' result
+    (rows, machine, warnings) plus ``baseline`` (default: the largest model) and ``speedups`` over it
+    (``bench_stats.paired_speedups``) and the ``settings`` measured.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    from . import models
-    from .bench import BenchSettings, benchmark_model
+    from . import bench_stats, models
+    from .bench import BenchSettings, benchmark_models
     from .specs import parse_spec  # imported by name: `specs` is this function's list of model specs
 
     settings = BenchSettings(batch_sizes=tuple(batch_sizes), seq_lens=tuple(seq_lens),
                              precisions=tuple(precisions), warmup=warmup, repeats=repeats, threads=threads)
     settings.validate()
-    rows: list[dict[str, Any]] = []
-    total_cells = len(specs) * len(batch_sizes) * len(seq_lens) * len(precisions)
-    for spec in specs:
+    specs = list(dict.fromkeys(specs))  # a model named twice is measured once
+    if baseline is not None and baseline not in specs:
+        raise UserError(f"the baseline {baseline!r} is not one of the models measured: add it or choose another")
+    loaded = {}
+    for spec in specs:  # all models first: no load of one falls inside the timing of another
         parsed = parse_spec(spec)
         if parsed.kind in ("truncate", "config"):
             raise UserError(f"{spec!r} needs a teacher to be built: benchmark a trained run folder instead")
-        source = models._source(parsed)
-        model = models._from_pretrained(AutoModelForSequenceClassification, source, spec, use_safetensors=True)
+        model = models._from_pretrained(AutoModelForSequenceClassification, models._source(parsed), spec,
+                                        use_safetensors=True)
         for seq_len in seq_lens:
             models.check_max_length(model, seq_len, spec)
+        loaded[spec] = model
+    total_cells = len(specs) * len(batch_sizes) * len(seq_lens) * len(precisions)
 
-        def relay(event: dict[str, Any]) -> None:
-            if on_event:
-                on_event({**event, "total_cells": total_cells})
+    def relay(event: dict[str, Any]) -> None:
+        if on_event:
+            on_event({**event, "total_cells": total_cells})
 
-        rows.extend(benchmark_model(model, name=spec, settings=settings, on_event=relay))
-    return rows
+    result = benchmark_models(loaded, settings=settings, on_event=relay)
+    baseline = baseline or bench_stats.default_baseline(result["rows"])
+    return {**result, "baseline": baseline, "speedups": bench_stats.paired_speedups(result["rows"], baseline),
+            "settings": {"batch_sizes": list(batch_sizes), "seq_lens": list(seq_lens),
+                         "precisions": list(precisions), "threads": threads, "warmup": warmup,
+                         "repeats": repeats}}

@@ -65,6 +65,13 @@ def is_alive(pid: int) -> bool:
     return runs.pid_alive(pid)
 
 
+
+def is_alive_since(pid: object, start_time: object) -> bool:
+    """Whether ``pid`` runs and is the process that started at ``start_time`` (``runs.process_start_time``)."""
+    if isinstance(pid, int) and pid in _CHILDREN:
+        return is_alive(pid)
+    return runs.pid_alive(pid, start_time if isinstance(start_time, int) else None)
+
 def _status_alive(status: dict) -> bool:
     # read_status has already turned live states with a dead pid into "interrupted"; re-check our children,
     # because an unreaped child of this process still passes os.kill(pid, 0) on platforms without /proc.
@@ -84,7 +91,13 @@ def _scheduler_lock(scope: SchedulerScope) -> Path:
 
 
 def default_worker_argv(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "distill_core", "worker", "--run-dir", str(run_dir)]
+    """The worker command of a run; ``--resume`` when its status asks for it (``"resume": true``, set by
+    distill_core.manage.resume_in_background), so a resumed run held back by the cap still resumes when the
+    scheduler starts it later."""
+    argv = [sys.executable, "-m", "distill_core", "worker", "--run-dir", str(run_dir)]
+    if runs.read_status(run_dir).get("resume") is True:
+        argv.append("--resume")
+    return argv
 
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
@@ -92,20 +105,34 @@ def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return {**os.environ, **(env or {})}
 
 
-def _spawn(run_dir: Path, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
-    with open(runs.log_path(run_dir), "ab") as log:
+def spawn_detached(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start ``argv`` as its own process in its own session, stdout and stderr appended to ``log_path``;
+    returns its pid. It outlives the caller (a Streamlit restart does not touch it), a signal to its process
+    group (:func:`signal_group`) reaches its children too, and :func:`is_alive` reaps it once it has ended."""
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_child_env(env),  # cwd is inherited: configs may hold paths relative to it
-            start_new_session=True,  # own process group: survives the UI, and stop_job can signal the group
+            start_new_session=True,  # own process group: survives the UI, and a stop can signal the group
         )
     _CHILDREN[process.pid] = process
-    # The worker may already have set "running"; update_status merges under the status lock and keeps it.
-    runs.update_status(run_dir, pid=process.pid, waiting=False)
     return process.pid
+
+
+def reap_children() -> None:
+    """Collect the detached processes this process started that have ended (so they do not linger as zombies)."""
+    for pid in list(_CHILDREN):
+        is_alive(pid)
+
+
+def _spawn(run_dir: Path, argv: Sequence[str], env: Mapping[str, str] | None) -> int:
+    pid = spawn_detached(argv, runs.log_path(run_dir), env)
+    # The worker may already have set "running"; update_status merges under the status lock and keeps it.
+    runs.update_status(run_dir, pid=pid, waiting=False)
+    return pid
 
 
 def start_job(
@@ -174,7 +201,8 @@ def start_queued(
     return started
 
 
-def _signal_group(pid: int, signum: int) -> None:
+def signal_group(pid: int, signum: int) -> None:
+    """Send ``signum`` to the process group a :func:`spawn_detached` process leads (else to the process)."""
     try:
         # start_new_session makes the worker its group's leader; signal the group only if that still holds.
         if os.getpgid(pid) == pid:
@@ -200,7 +228,7 @@ def stop_job(run_dir: Path, scope: SchedulerScope | None = None) -> bool:
             return False
         runs.request_stop(run_dir)
         if _status_alive(status):
-            _signal_group(int(status["pid"]), signal.SIGTERM)
+            signal_group(int(status["pid"]), signal.SIGTERM)
             if state == "queued":
                 # The worker may die before installing its handler; it would otherwise read as interrupted.
                 runs.set_status(run_dir, "cancelled", waiting=False)

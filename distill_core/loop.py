@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import checkpoints, runs
+from . import checkpoints, progress, runs
 from .batching import LengthGroupedBatchSampler
 from .config import TrainConfig
 
@@ -121,6 +121,7 @@ def train_epoch(loop: Loop, epoch: int, cancel: Cancel) -> LossTotals:
     config, accelerator, model = loop.config, loop.accelerator, loop.model
     alpha = config.alpha if loop.has_teacher else 1.0
     loop.sampler.set_epoch(epoch)
+    loop.emit(progress.phase_event("training", total=loop.total_steps, epoch=epoch, epochs=config.epochs))
     model.train()
     totals, window = LossTotals(), LossTotals()  # window: since the last step row
     window_start = time.perf_counter()
@@ -145,6 +146,8 @@ def train_epoch(loop: Loop, epoch: int, cancel: Cancel) -> LossTotals:
             window = LossTotals()
         if cancel.requested() or loop.max_steps_reached:
             break
+    loop.emit({"kind": "train_progress", "done": loop.global_step, "total": loop.total_steps,
+               "count": int(totals.count)})
     return totals
 
 
@@ -166,9 +169,15 @@ def _log_step(loop: Loop, epoch: int, window: LossTotals, window_start: float) -
 def end_epoch(loop: Loop, epoch: int, totals: LossTotals, epoch_start: float, stopped: bool) -> str | None:
     """Validate, log the epoch row, keep the best model, checkpoint; the run's end state if it ends here."""
     accelerator, run_dir = loop.accelerator, loop.run_dir
-    valid_loss, valid_accuracy = validate(loop.model, loop.valid_loader, accelerator)
+    valid_rows = len(loop.valid_loader.dataset)
+    loop.emit(progress.phase_event("validation", total=valid_rows, epoch=epoch))
+    valid_loss, valid_accuracy = validate(
+        loop.model, loop.valid_loader, accelerator,
+        on_progress=lambda done: loop.emit({"kind": "valid_progress", "done": min(done, valid_rows),
+                                            "total": valid_rows}))
     totals = totals.reduce(accelerator)
-    loop.epochs_done = epoch
+    if not stopped:  # a partial epoch is never counted as done
+        loop.epochs_done = epoch
     seconds = time.perf_counter() - epoch_start
     loop.emit({"kind": "epoch", "epoch": epoch, "step": loop.global_step,
                "training_loss": totals.mean(totals.total), "training_ce_loss": totals.mean(totals.ce),
@@ -176,6 +185,7 @@ def end_epoch(loop: Loop, epoch: int, totals: LossTotals, epoch_start: float, st
                "training_accuracy": totals.mean(totals.correct), "valid_loss": valid_loss,
                "valid_accuracy": valid_accuracy, "seconds": seconds,
                "samples_per_s": totals.count / seconds, "partial": bool(stopped)})
+    loop.emit(progress.phase_event("saving", "saving the model and checkpoint", epoch=epoch))
     if loop.stopper.update(valid_accuracy) and run_dir is not None and accelerator.is_main_process:
         checkpoints.save_model(accelerator, loop.model, loop.prepared.tokenizer, run_dir)
         loop.emit({"kind": "checkpoint", "epoch": epoch, "valid_accuracy": valid_accuracy})
@@ -194,8 +204,9 @@ def end_epoch(loop: Loop, epoch: int, totals: LossTotals, epoch_start: float, st
     return None
 
 
-def validate(model, loader, accelerator) -> tuple[float, float]:
-    """(loss, accuracy) over the whole split, exact: sums over examples gathered from every process."""
+def validate(model, loader, accelerator, on_progress: Callable[[int], Any] | None = None) -> tuple[float, float]:
+    """(loss, accuracy) over the whole split, exact: sums over examples gathered from every process.
+    ``on_progress(rows done)`` after every batch."""
     import torch
     import torch.nn.functional as F
 
@@ -211,5 +222,7 @@ def validate(model, loader, accelerator) -> tuple[float, float]:
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double().cpu()
             correct += int((logits.argmax(-1) == labels).sum())
             count += int(labels.numel())
+            if on_progress is not None:
+                on_progress(count)
     model.train()
     return float(loss_sum / max(count, 1)), correct / max(count, 1)

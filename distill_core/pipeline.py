@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import hosting, jobs, locations, runs, specs
+from . import hosting, jobs, locations, progress, runs, specs
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
 from .preflight import check_run, check_truncation
@@ -218,8 +218,8 @@ def run_worker(run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir).resolve()
     try:
         config = load_train_config(run_dir / runs.CONFIG_FILE)
-        runs.set_status(run_dir, "running", pid=os.getpid(), phase="preparing")
-        result = execute(prepare(config), run_dir, resume=resume)
+        recorder = _preparing(run_dir)
+        result = execute(prepare(config, on_event=recorder), run_dir, resume=resume, recorder=recorder)
     except UserError as exc:
         runs.set_status(run_dir, "failed", error=str(exc))
         raise
@@ -238,11 +238,26 @@ def run_worker(run_dir: Path, *, resume: bool = False) -> dict[str, Any]:
     return {"run": str(run_dir), "state": result["state"]}
 
 
+def _preparing(run_dir: Path) -> progress.Recorder:
+    """Mark the run running and start its progress record at "preparing" (loading data and models), from the
+    moment its status says it started."""
+    status = runs.set_status(run_dir, "running", pid=os.getpid(), phase="preparing")
+    recorder = progress.store_recorder(run_dir)
+    recorder.start("preparing", "preparing: loading data and models", at=status.get("started_at"))
+    return recorder
+
+
 def _run_here(run_dir: Path, config: TrainConfig, on_event: EventHandler) -> dict[str, Any]:
     from .train import execute, prepare
 
+    recorder = _preparing(run_dir)
+
+    def both(event: dict[str, Any]) -> None:
+        recorder(event)
+        on_event(event)
+
     try:
-        return execute(prepare(config, on_event=on_event), run_dir, on_event=on_event)
+        return execute(prepare(config, on_event=both), run_dir, on_event=on_event, recorder=recorder)
     except UserError as exc:
         runs.set_status(run_dir, "failed", error=str(exc))
         raise
@@ -264,11 +279,13 @@ def run_pipeline_here(root: Path, name: str, teacher_config: TrainConfig, distil
                                   **{DEPENDS_ON: teacher_name})
     runs.update_status(distill_dir, **{CLAIMED_BY: os.getpid()})
     try:
+        on_event({"kind": "note", "message": f"stage 1/2: fine-tune the teacher ({teacher_name})"})
         results = [_run_here(teacher_dir, teacher_config, on_event)]
     finally:
         if runs.read_status(teacher_dir).get("state") != "done":
             runs.set_status(distill_dir, "cancelled", error=f"its teacher run {teacher_name!r} ended "
                                                             f"{runs.read_status(teacher_dir).get('state')}")
     if results[0]["state"] == "done":
+        on_event({"kind": "note", "message": f"stage 2/2: distil ({distill_name})"})
         results.append(_run_here(distill_dir, distill_config, on_event))
     return results

@@ -7,6 +7,7 @@ load later, in train.prepare.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import hub, specs
@@ -87,3 +88,37 @@ def check_run(config: TrainConfig) -> dict[str, Any]:
     check_models_fit(config, loaded.label_names)
     return {"data": loaded.description, "label_names": loaded.label_names,
             "split_sizes": {name: len(split) for name, split in loaded.splits.items()}}
+
+
+# Settings that are valid but unusual enough that a run with them is probably a slip: (field, test, why).
+# Warned about before Start, never refused: an expert may mean them.
+_OUTLANDISH: list[tuple[str, Any, str]] = [
+    ("lr", lambda v: v > 0.01, "is far above what fine-tunes a transformer (1e-5 .. 1e-4): the loss will likely "
+                               "diverge and the model learn nothing"),
+    ("lr", lambda v: v < 1e-6, "is so small that a few epochs will barely move the weights"),
+    ("epochs", lambda v: v > 20, "is many passes for fine-tuning: it takes long and usually overfits (early "
+                                 "stopping may end it sooner)"),
+    ("batch_size", lambda v: v > 256, "is a large batch: it needs much memory and few optimiser steps are left"),
+    ("temperature", lambda v: v > 10, "softens the teacher's outputs until they are nearly uniform (usual: 1 .. 5)"),
+    ("dropout", lambda v: v is not None and v > 0.5, "drops most activations: the student will learn slowly"),
+    ("warmup_ratio", lambda v: v > 0.5, "spends most of the run warming the learning rate up"),
+    ("weight_decay", lambda v: v > 0.1, "is a strong weight decay (usual: 0 .. 0.1)"),
+    ("max_length", lambda v: v > 512, "is more positions than BERT-style models have (512)"),
+]
+
+
+def setting_warnings(config: TrainConfig, names: Mapping[str, str] | None = None) -> list[str]:
+    """Valid but outlandish settings of ``config``, one sentence each, fields named by ``names`` (the form's
+    labels; the CLI's flags) or else by their config names. Pure: the page shows them above Start and the CLI
+    can print them to stderr; neither refuses the run."""
+    values = {**vars(config.data), **vars(config)}
+    found = []
+    for name, outlandish, why in _OUTLANDISH:
+        value = values[name]
+        if isinstance(value, (int, float)) and outlandish(value):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            found.append(f"{(names or {}).get(name, name)} {shown} {why}.")
+    if config.mode == "distill" and config.alpha == 1.0:
+        found.append(f"{(names or {}).get('alpha', 'alpha')} 1 puts no weight on the teacher: this trains on the "
+                     "labels only, which is fine-tuning, not distillation.")
+    return found

@@ -133,6 +133,45 @@ def delete_run(root: Path, name: str) -> None:
     shutil.rmtree(run_dir)
 
 
+def update_config(run_dir: Path, **fields: Any) -> dict:
+    """Merge ``fields`` into a run's config.json (e.g. a teacher path after its run was renamed); returns it.
+
+    Only for runs that no worker is reading: a worker loads its config once, when it starts.
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    with storage.file_lock(Path(run_dir) / STATUS_LOCK_FILE):
+        config = storage.read_json(path, {})
+        if not isinstance(config, dict):
+            raise UserError(f"{path} is not a run config (not a JSON object): fix or delete the run")
+        config.update(fields)
+        storage.write_json_atomic(path, config)
+    return config
+
+
+def rename_run(root: Path, name: str, new_name: str) -> Path:
+    """Move run folder ``name`` to ``new_name`` in the same runs folder; returns the new folder.
+
+    Only the folder moves: whether the run may be renamed, and the other runs that name it, are
+    distill_core.manage's business. The new name is claimed with mkdir first (atomic, as in create_run), then
+    the run is renamed over that empty folder, so a run created under the same name meanwhile is never
+    overwritten.
+    """
+    run_dir = resolve_run_dir(root, name)
+    target = resolve_run_dir(root, new_name)
+    if not run_dir.is_dir():
+        raise UserError(f"no run named {run_dir.name!r} in {Path(root).resolve()}: check the name")
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise UserError(f"a run named {target.name!r} already exists: choose another name") from None
+    try:
+        os.replace(run_dir, target)  # POSIX renames a folder over an empty one atomically
+    except OSError:
+        target.rmdir()
+        raise
+    return target
+
+
 def append_metric(run_dir: Path, row: dict) -> None:
     """Append one JSON line to metrics.jsonl and force it to disk; adds ``time`` (unix seconds) if missing."""
     row = dict(row)
@@ -195,6 +234,13 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     except (OSError, ValueError, IndexError):
         return None
 
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), to record beside a pid for ``pid_alive``; None
+    where there is no /proc or no such process."""
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
 
 def pid_alive(pid: Any, start_time: int | None = None) -> bool:
     """Whether process ``pid`` runs (not a zombie) and, when ``start_time`` is known, is the same process.
@@ -344,10 +390,15 @@ def _summarize(run_dir: Path) -> dict | None:
         "waiting": bool(status.get("waiting", False)), "created_at": created_at,
         "started_at": _number(status.get("started_at")), "finished_at": _number(status.get("finished_at")),
         "student": config.get("student"), "teacher": config.get("teacher"), "data_source": data.get("source"),
-        "epochs_done": len(epoch_rows), "best_valid_accuracy": max(valid_accuracies) if valid_accuracies else None,
+        "epochs_done": sum(1 for row in epoch_rows if not row.get("partial")),  # an epoch cut short is not done
+        "best_valid_accuracy": max(valid_accuracies) if valid_accuracies else None,
         "test_accuracy": _eval_accuracy(evaluation, "student"),
         "teacher_test_accuracy": _eval_accuracy(evaluation, "teacher"), "error": status.get("error"),
         "showcase": bool(status.get("showcase")),  # a read-only showcase run (distill_core.showcase)
+        "updated_at": _number(status.get("updated_at")), "depends_on": status.get("depends_on"),
+        "stage": (config.get("extra") or {}).get("stage") if isinstance(config.get("extra"), dict) else None,
+        "has_checkpoint": (run_dir / CHECKPOINT_DIR / TRAINER_STATE_FILE).is_file(),  # resumable (checkpoints.py)
+        "resume": bool(status.get("resume")),
     }
 
 

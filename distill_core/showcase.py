@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hosting, runs, storage
+from . import hosting, jobs, runs, storage
 from .config import DataConfig, TrainConfig
 from .errors import UserError
 
@@ -166,8 +165,7 @@ class Progress:
 
 
 def _pid_start(pid: int) -> int | None:
-    stat = runs._proc_stat(pid)
-    return stat[1] if stat else None
+    return runs.process_start_time(pid)
 
 
 # ---------------------------------------------------------------- the build
@@ -267,22 +265,14 @@ def start_background(store: Path | None = None, recipe: str | None = None) -> in
     if progress_view(root).get("state") in ("running", "done"):
         raise UserError("the showcase is already being built or is built: nothing to start")
     argv = [sys.executable, "-m", "distill_core", "showcase", "--runs-dir", str(root), "--recipe", chosen.name]
-    with open(root / LOG_FILE, "ab") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    _CHILDREN.append(process)  # reaped by reap(), so a finished build does not linger as a zombie
-    storage.write_json_atomic(root / PROGRESS_FILE, {"state": "running", "recipe": chosen.name, "pid": process.pid,
-                                                     "pid_start": _pid_start(process.pid), "stage": 0,
+    pid = jobs.spawn_detached(argv, root / LOG_FILE)
+    storage.write_json_atomic(root / PROGRESS_FILE, {"state": "running", "recipe": chosen.name, "pid": pid,
+                                                     "pid_start": runs.process_start_time(pid), "stage": 0,
                                                      "stages": len(RUN_NAMES) + 1, "label": "starting",
                                                      "started_at": time.time()})
-    return process.pid
-
-
-_CHILDREN: list[subprocess.Popen] = []
+    return pid
 
 
 def reap() -> None:
     """Collect finished build processes this server started (so they do not linger as zombies)."""
-    for process in list(_CHILDREN):
-        if process.poll() is not None:
-            _CHILDREN.remove(process)
+    jobs.reap_children()

@@ -67,7 +67,9 @@ def logits_for(prepared: Prepared, split: str,
     cached = load(key, max_length) if use_cache else {}
     missing = sorted({i for i in ids if i not in cached})
     if missing:
-        on_event({"kind": "phase", "phase": f"teacher logits for {len(missing)} {split} examples"})
+        # The training split's pass is its own phase; the test split's belongs to the test evaluation.
+        phase_id = {"id": "teacher_logits", "total": len(missing)} if split == "train" else {}
+        on_event({"kind": "phase", **phase_id, "phase": f"teacher logits for {len(missing)} {split} examples"})
         cached.update(_compute(prepared, dataset, set(missing), split, on_event))
         if use_cache:
             save(key, max_length, cached)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoints, loop, runs, storage, teacher_cache
+from . import checkpoints, loop, progress, runs, storage, teacher_cache
 from .batching import Collator, LengthGroupedBatchSampler, tokenize_splits
 from .config import TrainConfig, config_to_dict
 from .data import LoadedData, load_data
@@ -62,19 +62,20 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
 
     config.validate()
     check_specs(config)  # the same checks, and words, as before a run is created from the dashboard
-    on_event({"kind": "phase", "phase": "loading data"})
+    on_event(progress.phase_event("preparing", "preparing: loading data"))
     data = load_data(config.data, config.seed)
     check_models_fit(config, data.label_names)
     set_seed(config.seed)  # the classifier head of a base model is initialised here: seed it
     teacher = teacher_tokenizer = teacher_key = None
     if config.teacher:
-        on_event({"kind": "phase", "phase": f"loading teacher {config.teacher}"})
+        on_event(progress.phase_event("preparing", f"preparing: loading teacher {_short(config.teacher)}"))
         teacher, teacher_tokenizer = models.load_classifier(config.teacher, data.label_names,
                                                             require_trained=config.mode == "distill")
         models.check_max_length(teacher, config.data.max_length, config.teacher)
         teacher.eval()
         teacher_key = models.model_fingerprint(teacher, config.teacher)
-    on_event({"kind": "phase", "phase": f"building student {config.student}"})
+    what = "model" if config.mode == "finetune" else "student"
+    on_event(progress.phase_event("preparing", f"preparing: loading {what} {_short(config.student)}"))
     if models.is_derived_spec(config.student):
         # check_specs refused a derived student without a teacher, so the teacher and its tokenizer are loaded.
         assert teacher_tokenizer is not None
@@ -94,6 +95,11 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
     if config.mode == "finetune":
         teacher = teacher_tokenizer = teacher_key = None  # a finetune teacher only supplies truncated layers
     return Prepared(config, data, student, tokenizer, teacher, teacher_tokenizer, teacher_key, notes)
+
+
+def _short(spec: str) -> str:
+    """A model spec as a progress line names it: a folder by its name, not its whole path."""
+    return Path(spec).name if os.sep in spec and not spec.startswith(("truncate:", "config:")) else spec
 
 
 def provenance() -> dict[str, Any]:
@@ -211,7 +217,8 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     result: dict[str, Any] = {"state": state, "best_valid_accuracy": best if best >= 0 else None,
               "epochs_done": run.epochs_done, "global_step": run.global_step, "eval": None}
     if state == "done" and run_dir is not None and accelerator.is_main_process:
-        emit({"kind": "phase", "phase": "evaluating the best checkpoint on the test split"})
+        emit(progress.phase_event("test_evaluation", "evaluating the best checkpoint on the test split",
+                                  total=len(prepared.data.splits["test"])))
         result["eval"] = evaluate_run(prepared, run_dir, on_event=emit)
     return result
 
@@ -234,6 +241,7 @@ def _build(prepared: Prepared, run_dir: Path | None, emit: EventHandler, acceler
 
     config = prepared.config
     with accelerator.main_process_first():  # the others then find its tokenised rows and teacher logits cached
+        emit(progress.phase_event("tokenising", total=sum(len(split) for split in prepared.data.splits.values())))
         tokenized = tokenize_splits(prepared.data, prepared.tokenizer, config.data.max_length)
         train_set = tokenized["train"]
         if prepared.teacher is not None:
@@ -322,17 +330,26 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
 # running a whole job against the store (CLI and background worker)
 
 def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: EventHandler = _no_event,
-            resume: bool = False) -> dict[str, Any]:
-    """Run `fit` with the run's status kept truthful whatever happens."""
+            resume: bool = False, recorder: progress.Recorder | None = None) -> dict[str, Any]:
+    """Run `fit` with the run's status kept truthful whatever happens, its progress recorded by phase
+    (``recorder``: one that already saw the run's preparing phase; else a new one on the run folder), and its
+    wall time and average training throughput in the status at the end."""
     accelerator = accelerator or make_accelerator()
     is_main = accelerator.is_main_process
     if is_main:
-        runs.set_status(run_dir, "running", pid=os.getpid())
+        runs.set_status(run_dir, "running", pid=os.getpid(), **run_shape(prepared))
+        recorder = recorder or progress.store_recorder(run_dir)
+
+    def emit(event: dict[str, Any]) -> None:
+        if recorder is not None:
+            recorder(event)
+        on_event(event)
+
     try:
-        result = fit(prepared, run_dir, accelerator=accelerator, on_event=on_event, resume=resume)
+        result = fit(prepared, run_dir, accelerator=accelerator, on_event=emit, resume=resume)
     except KeyboardInterrupt:
         if is_main:
-            runs.set_status(run_dir, "cancelled", error="interrupted by the user (Ctrl-C)")
+            runs.set_status(run_dir, "cancelled", error="interrupted by the user (Ctrl-C)", **_summary(recorder))
         raise
     except OSError as exc:
         if is_main:  # disk full, permissions: say so plainly; the run's metrics so far stay readable
@@ -345,11 +362,30 @@ def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: Ev
     except Exception as exc:
         if is_main:
             first_line = str(exc).splitlines()[0] if str(exc) else ""
-            runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {first_line}")
+            runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {first_line}", **_summary(recorder))
         raise
     if is_main:
-        summary = {"best_valid_accuracy": result["best_valid_accuracy"], "epochs_done": result["epochs_done"]}
+        summary = {"best_valid_accuracy": result["best_valid_accuracy"], "epochs_done": result["epochs_done"],
+                   **_summary(recorder)}
         if result["eval"]:
             summary["test_accuracy"] = result["eval"]["student"]["accuracy"]
+        started_at = runs.read_status(run_dir).get("started_at")
+        if isinstance(started_at, (int, float)):
+            summary["wall_s"] = round(time.time() - started_at, 3)
         runs.set_status(run_dir, result["state"], **summary)
     return result
+
+
+def _summary(recorder: progress.Recorder | None) -> dict[str, Any]:
+    return recorder.finish() if recorder is not None else {}
+
+
+def run_shape(prepared: Prepared) -> dict[str, Any]:
+    """What calibration needs to know of a run besides its config: split sizes and the models' shapes."""
+    def shape(model) -> list[int] | None:
+        config = getattr(model, "config", None)
+        layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+        return [layers, hidden] if isinstance(layers, int) and isinstance(hidden, int) else None
+
+    return {"sizes": {k: len(v) for k, v in prepared.data.splits.items()},
+            "shape": {"student": shape(prepared.student), "teacher": shape(prepared.teacher)}}

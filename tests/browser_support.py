@@ -44,6 +44,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def dashboard_env(tmp_path: Path, tiny_data_dir: Path, tiny_teacher_dir: Path, **extra: str) -> dict[str, str]:
+    """A private store, cache and uploads folder under ``tmp_path``, the tiny dataset as the only local data and
+    the tiny teacher listed: the environment of a test's dashboard (and of the test process, which shares it)."""
+    import shutil
+
+    data_root = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data_root / "tiny")
+    return {"KD_RUNS_DIR": str(tmp_path / "runs"), "KD_CACHE_DIR": str(tmp_path / "cache"),
+            "KD_DATA_DIR": str(data_root), "KD_UPLOADS_DIR": str(tmp_path / "uploads"),
+            "KD_EXTRA_MODELS": str(tiny_teacher_dir), "HF_HUB_OFFLINE": "1", **extra}
+
+
 @contextlib.contextmanager
 def streamlit_server(env: Mapping[str, str], log_path: Path, start_timeout_s: float = 120) -> Iterator[str]:
     """`streamlit run streamlit_app.py` with ``env`` added to this process's environment; yields its URL."""

@@ -75,6 +75,9 @@ def _offline_isolated(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "kd-cache"))
     monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path_factory.getbasetemp() / "kd-runs"))
+    # The Train page's background probe (app.probe) would start a torch process per page test; the tests of the
+    # probe turn it back on.
+    monkeypatch.setenv("KD_ESTIMATE_PROBE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -62,3 +62,86 @@ def test_the_embedded_sample_loads_balanced_with_ag_news_class_names():
     assert loaded.label_names == ["World", "Sports", "Business", "Sci/Tech"]
     assert {name: len(split) for name, split in loaded.splits.items()} == {"train": 3_200, "validation": 800,
                                                                            "test": 1_000}
+
+
+# ---------------------------------------------------------------- an upload judged before it is kept
+def _csv(header: str, rows: list[str]) -> bytes:
+    return (header + "\n" + "\n".join(rows) + "\n").encode()
+
+
+GOOD_ROWS = [f"sentence number {i},{i % 2}" for i in range(12)]
+
+
+def test_an_accepted_upload_loads_with_the_columns_it_was_accepted_with(tmp_path):
+    from distill_core.app.uploads import inspect_upload
+
+    content = _csv("title,description,category", [f"T{i},D{i},{i % 3}" for i in range(15)])
+    report = inspect_upload("news.csv", content)
+    assert report.accepted and report.text_columns == ["title", "description"] and report.label_column == "category"
+    assert report.class_counts == {"0": 5, "1": 5, "2": 5} and report.rows == 15
+    assert report.preview[0] == {"title": "T0", "description": "D0", "category": "0"}
+    path = datasets.save_upload("news.csv", content, tmp_path)
+    loaded = load_data(DataConfig(source=str(path), text_column=report.text_column,
+                                  label_column=report.label_column), seed=1)
+    assert loaded.label_names == ["0", "1", "2"] and sum(len(s) for s in loaded.splits.values()) == 15
+
+
+@pytest.mark.parametrize("name, content, text_columns, label_column, expected", [
+    ("a.csv", _csv("text,y_name", GOOD_ROWS), None, None, ["Label column: a.csv has no column named like a label"]),
+    ("a.csv", _csv("text,label", GOOD_ROWS), ["body"], "label", ["Text columns: a.csv has no column 'body'"]),
+    ("a.csv", _csv("text,label", GOOD_ROWS), [], "label", ["Text columns: pick the column(s) of a.csv"]),
+    ("a.csv", _csv("text,label", [",0", ",1"] + GOOD_ROWS), None, None,
+     ["2 row(s) of a.csv have empty text in Text columns text (first at line 2)"]),
+    ("a.csv", _csv("text,label", [f"t{i},0" for i in range(9)] + [",0"]), None, None,
+     ["1 row(s) of a.csv have empty text", "Label column 'label' has only one class ('0')"]),
+    ("a.csv", _csv("text,label", [f"t{i},{'pos' if i % 2 else 'neg'}" for i in range(12)]), None, None,
+     ["Label column 'label' holds names (e.g. 'neg'), not class ids"]),
+    ("a.csv", _csv("text,label", GOOD_ROWS + ["x,"]), None, None,
+     ["1 row(s) of a.csv have an empty label in Label column"]),
+    ("a.csv", _csv("text,label", GOOD_ROWS + ["x,2"]), None, None,
+     ["classes with fewer than 5 rows cannot be split into train/validation/test (too few rows): "
+      "'2' (1 row)"]),
+    ("a.csv", _csv("text,label", GOOD_ROWS), ["text"], "text", ["Label column 'text' is also one of the Text columns"]),
+    ("a.csv", b"text,label\n", None, None, ["a.csv has a header but no data rows"]),
+    ("a.csv", b'text,label\n"open quote,1\n', None, None, ["a.csv is not a well-formed table"]),
+    ("a.csv", "text,label\ncaf\xe9,1\n".encode("latin-1"), None, None, ["a.csv is not UTF-8 text"]),
+    ("a.csv", b"PK\x03\x04" + bytes(range(256)) * 8, None, None, ["a.csv is not a text file but binary data"]),
+    ("a.parquet", b"text,label\n1,2\n", None, None, ["a.parquet is not a Parquet file"]),
+    ("a.xlsx", b"x", None, None, ["a.xlsx: unsupported file type '.xlsx'"]),
+], ids=["no-label-column", "missing-text-column", "no-text-column", "empty-texts", "all-problems-at-once",
+        "label-names", "empty-label", "small-class", "label-in-text", "no-rows", "broken-csv", "not-utf8",
+        "binary-renamed-csv", "fake-parquet", "type"])
+def test_inspect_upload_lists_every_problem_in_the_forms_words(name, content, text_columns, label_column,
+                                                               expected):
+    from distill_core.app.uploads import inspect_upload
+
+    report = inspect_upload(name, content, text_columns, label_column)
+    assert len(report.problems) == len(expected), report.problems
+    for problem, start in zip(report.problems, expected, strict=True):
+        assert problem.startswith(start), problem
+
+
+def test_inspect_upload_keeps_nothing(tmp_path, monkeypatch):
+    from distill_core.app.uploads import inspect_upload
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # its private copy lives (briefly) under here
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    inspect_upload("a.csv", _csv("text,label", GOOD_ROWS))
+    inspect_upload("b.csv", _csv("text", GOOD_ROWS))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("columns, text, label", [
+    (["text", "label"], ["text"], "label"),
+    (["Title", "Description", "Class Index"], ["Title", "Description"], None),
+    (["sentence", "category"], ["sentence"], "category"),
+    (["id", "body", "topic"], ["body"], "topic"),
+    (["a", "b"], ["a"], None),
+], ids=["usual", "title-description", "sentence", "body", "unknown"])
+def test_column_guesses(columns, text, label):
+    from distill_core.app.uploads import guess_label_column, guess_text_columns
+
+    assert guess_label_column(columns) == label
+    assert guess_text_columns(columns, label) == text

@@ -25,9 +25,17 @@ def test_eta_scales_with_model_size_and_epochs():
     reference = estimate.train_samples_per_s((6, 384))
     assert reference == pytest.approx(estimate.REF_SAMPLES_PER_S)
     assert estimate.train_samples_per_s((12, 768)) == pytest.approx(reference / 8)
-    one = estimate.estimate_seconds(distill_config(epochs=1), (1000, 100, 100))
-    two = estimate.estimate_seconds(distill_config(epochs=2), (1000, 100, 100))
-    assert two > one > estimate.STARTUP_S
+    one = estimate.estimate_job(distill_config(epochs=1), None, (1000, 100, 100), None, allow_probe=False)
+    two = estimate.estimate_job(distill_config(epochs=2), None, (1000, 100, 100), None, allow_probe=False)
+    assert two.seconds > one.seconds > estimate.STARTUP_S
+    assert two.phases["training"] == pytest.approx(2 * one.phases["training"])
+    assert one.phases["teacher_logits"] > 0 and one.source == "reference"
+
+
+def test_a_fine_tune_plans_no_teacher_logits():
+    config = TrainConfig(mode="finetune", data=DataConfig(source="x"), student="bundled:minilm-l6", epochs=1)
+    told = estimate.estimate_job(config, None, (1000, 100, 100), None, allow_probe=False)
+    assert told.phases["teacher_logits"] == 0
 
 
 @pytest.mark.parametrize("seconds, text", [(42, "42 s"), (125, "2 min 05 s"), (3720, "1 h 02 min"), (None, "unknown")])

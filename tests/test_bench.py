@@ -7,14 +7,23 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from distill_core.bench import BenchSettings, benchmark_model, forward_flops, machine_info, matmul_peak_gflops
+from distill_core.bench import (
+    BenchSettings,
+    benchmark_model,
+    benchmark_models,
+    forward_flops,
+    machine_info,
+    matmul_peak_gflops,
+)
+from distill_core.bench_stats import headline, latency_summary, load_warning, paired_speedups, spread_warnings
 from distill_core.errors import UserError
 from distill_core.precision import PRECISIONS, prepare_for_precision
 
 ROW_KEYS = {
     "model", "precision", "batch_size", "seq_len", "threads", "latency_ms_p50", "latency_ms_p95",
     "latency_ms_mean", "latency_ms_std", "samples_per_s", "repeats", "warmup", "parameters", "size_mb",
-    "torch_version", "gflops_per_s",
+    "torch_version", "gflops_per_s", "latency_ms_p25", "latency_ms_p75", "latency_ms_min", "rounds", "round_ms",
+    "load_1m",
 }
 TINY_CONFIG = dict(vocab_size=200, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                    num_labels=4)
@@ -57,14 +66,16 @@ def test_one_row_per_cell_with_every_key(bench_run):
         assert set(row) == ROW_KEYS
         assert row["model"] == "tiny"
         assert row["threads"] == 1
-        assert row["repeats"] == 3 and row["warmup"] == 1
+        # 3 timed passes, 2 per round: rounds of 2 until at least 3, so 2 rounds and 4 passes.
+        assert row["repeats"] == 4 and row["rounds"] == 2 and len(row["round_ms"]) == 2 and row["warmup"] == 1
         assert row["torch_version"] == torch.__version__
 
 
 def test_latency_statistics_are_consistent(bench_run):
     rows, _ = bench_run
     for row in rows:
-        assert row["latency_ms_p95"] >= row["latency_ms_p50"] > 0
+        assert row["latency_ms_p95"] >= row["latency_ms_p75"] >= row["latency_ms_p50"] >= row["latency_ms_p25"]
+        assert row["latency_ms_p25"] >= row["latency_ms_min"] > 0
         assert row["latency_ms_mean"] > 0 and row["latency_ms_std"] >= 0
         assert row["samples_per_s"] == pytest.approx(row["batch_size"] / (row["latency_ms_p50"] / 1e3))
         flops = forward_flops(BertConfig(**TINY_CONFIG), row["batch_size"], row["seq_len"])
@@ -232,3 +243,64 @@ def test_machine_info_describes_the_machine():
     assert info["torch_threads"] == torch.get_num_threads()
     assert info["torch_version"] == torch.__version__
     assert isinstance(info["cpu_flags"], list) and info["date"]
+
+
+# ---- interleaving and what the timings say (bench_stats) ---------------------------------------------
+
+
+def test_models_take_turns_in_rounds_after_their_warmup():
+    models = {"a": _tiny_bert(), "b": _tiny_bert(num_hidden_layers=2)}
+    calls: list[str] = []
+    for name, model in models.items():
+        model.register_forward_pre_hook(lambda module, args, name=name: calls.append(name))
+    settings = BenchSettings(batch_sizes=(1,), seq_lens=(8,), warmup=1, repeats=4, round_passes=2, threads=1)
+    result = benchmark_models(models, settings=settings)
+    # warm-up a, b; round 1: a a b b; round 2 the other way round: b b a a (neither always runs second).
+    assert calls == ["a", "b", "a", "a", "b", "b", "b", "b", "a", "a"]
+    assert [(r["model"], r["rounds"], len(r["round_ms"])) for r in result["rows"]] == [("a", 2, 2), ("b", 2, 2)]
+    assert {"cpu_model", "usable_cores", "threads", "torch_version", "date", "load_before", "load_after"} <= set(
+        result["machine"])
+    assert result["machine"]["threads"] == 1
+    assert isinstance(result["warnings"], list)
+
+
+def test_paired_speedup_is_the_median_of_per_round_ratios_with_its_quartiles():
+    rows = [
+        {"model": "teacher", "precision": "fp32", "batch_size": 1, "seq_len": 8, "parameters": 10,
+         "round_ms": [20.0, 40.0, 22.0, 100.0, 18.0]},
+        {"model": "student", "precision": "fp32", "batch_size": 1, "seq_len": 8, "parameters": 5,
+         "round_ms": [10.0, 20.0, 11.0, 50.0, 10.0]},
+    ]
+    (speedup,) = paired_speedups(rows)  # the largest model is the baseline
+    # Every round's ratio is ~2 although the load swung 5x between rounds; unpaired p50s would mislead.
+    assert speedup["baseline"] == "teacher" and speedup["model"] == "student" and speedup["rounds"] == 5
+    assert speedup["speedup"] == pytest.approx(2.0)
+    assert speedup["speedup_p25"] == pytest.approx(2.0) and speedup["speedup_p75"] == pytest.approx(2.0)
+    assert "student is 2.00x as fast as teacher (IQR 2.00-2.00x over 5 rounds)" in headline([speedup])
+
+
+def test_rows_without_rounds_fall_back_to_the_throughput_ratio():
+    rows = [{"model": "t", "precision": "fp32", "batch_size": 8, "seq_len": 8, "samples_per_s": 50.0},
+            {"model": "s", "precision": "fp32", "batch_size": 8, "seq_len": 8, "samples_per_s": 150.0}]
+    (speedup,) = paired_speedups(rows, "t")
+    assert speedup["speedup"] == pytest.approx(3.0) and speedup["rounds"] == 0
+
+
+@pytest.mark.parametrize(
+    "latencies, flagged",
+    [([10.0] * 18 + [11.0, 12.0], False),
+     ([10.0, 10.0, 10.0, 10.0, 30.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+       10.0, 40.0], True),  # a tight middle but a tail: p95 over 1.5x the median
+     ([10.0, 14.0, 8.0, 13.0, 9.0, 15.0, 7.0, 12.0], True)],  # a wide middle: IQR over 15% of the median
+    ids=["tight", "long-tail", "wide-iqr"],
+)
+def test_spread_warning_flags_wide_timings(latencies, flagged):
+    row = {"model": "m", "precision": "fp32", "batch_size": 1, "seq_len": 8, **latency_summary(latencies)}
+    assert bool(spread_warnings([row])) is flagged
+
+
+def test_busy_machine_warning_discounts_the_benchmarks_own_threads():
+    assert load_warning([0.3], [2.2], usable_cores=2, threads=2) is None
+    busy = load_warning([1.6], [3.0], usable_cores=2, threads=2)
+    assert busy is not None and busy["kind"] == "busy" and "busy" in busy["message"]
+    assert load_warning([], [], usable_cores=2, threads=1) is None  # no load average on this platform

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from browser_support import (
     CHROMIUM,
     LOSS_POINTS_JS,
     browser_tab,
+    dashboard_env,
     open_page,
     predict,
     set_number,
@@ -42,11 +42,7 @@ pytest.importorskip("playwright.sync_api")
 @pytest.fixture
 def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
     """A dashboard with a private store, the tiny dataset as its only local data and the tiny teacher listed."""
-    data_root = tmp_path / "data"
-    shutil.copytree(tiny_data_dir, data_root / "tiny")
-    env = {"KD_RUNS_DIR": str(tmp_path / "runs"), "KD_CACHE_DIR": str(tmp_path / "cache"),
-           "KD_DATA_DIR": str(data_root), "KD_UPLOADS_DIR": str(tmp_path / "uploads"),
-           "KD_EXTRA_MODELS": str(tiny_teacher_dir), "HF_HUB_OFFLINE": "1"}
+    env = dashboard_env(tmp_path, tiny_data_dir, tiny_teacher_dir)
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # this process shares the store with the server (background run below)
     try:

@@ -112,7 +112,8 @@ def subparsers() -> dict:
 def test_every_option_of_every_command_has_help():
     commands = subparsers()
     assert set(commands) == {"finetune", "distill", "pipeline", "evaluate", "benchmark", "push", "resume", "export",
-                             "worker", "list", "report", "showcase"}
+                             "worker", "list", "report", "showcase", "estimate", "delete", "rename", "probe",
+                             "bench-job"}
     for command, parser in commands.items():
         for action in parser._actions:
             assert action.help and action.help.strip(), f"{command} {'/'.join(action.option_strings)} has no help"

@@ -232,3 +232,76 @@ def test_help_for_an_unknown_name_says_so():
 
     with pytest.raises(KeyError, match="learning_rate"):
         help_for("learning_rate")
+
+
+# ---------------------------------------------------------------- every problem at once, bounds, form words
+def test_validate_lists_every_problem_at_once_on_one_line():
+    config = make_config(epochs=0, batch_size=0, data={"valid_fraction": 0.95, "text_column": ""})
+    with pytest.raises(UserError) as info:
+        config.validate()
+    message = str(info.value)
+    assert message.startswith("4 settings to fix: ") and "\n" not in message
+    for part in ("epochs=0", "batch_size=0", "valid_fraction=0.95", "column names must not be empty"):
+        assert part in message
+    assert sorted(p.field for p in info.value.problems) == ["batch_size", "epochs", "text_column", "valid_fraction"]
+
+
+def test_problems_are_named_as_the_face_names_them():
+    from distill_core.config import settings_problems
+
+    config = make_config(epochs=999, teacher=None)
+    labels = {"epochs": "Epochs", "teacher": "Teacher"}
+    assert settings_problems(config, labels) == [
+        "Teacher is empty: a distillation learns from a fine-tuned teacher",
+        "Epochs must be between 1 and 100 (got 999)"]
+    flags = {"epochs": "--epochs"}
+    assert "--epochs must be between 1 and 100 (got 999)" in settings_problems(config, flags)
+
+
+def test_a_field_of_the_wrong_type_is_not_also_range_checked():
+    raw = config_to_dict(make_config())
+    raw["epochs"], raw["lr"] = "5", 0.0
+    with pytest.raises(UserError) as info:
+        train_config_from_dict(raw).validate()
+    assert [p.text() for p in info.value.problems] == [
+        "epochs='5' must be an integer", "lr=0.0 must be > 0: between 1e-07 and 1 (typical: 2e-5 .. 1e-4)"]
+
+
+@pytest.mark.parametrize("name, inside, outside", [
+    ("epochs", 100, 101), ("lr", 1.0, 1.5), ("batch_size", 1024, 1025), ("temperature", 50.0, 51.0),
+    ("max_length", 8192, 8193), ("seed", 0, -1),
+], ids=["epochs", "lr", "batch", "T", "max-length", "seed"])
+def test_bounds_in_the_metadata_are_the_bounds_validation_uses(name, inside, outside):
+    from distill_core.config import bounds_of
+
+    low, high = bounds_of(name)
+    assert inside in (low, high)
+    data_field = name in {f.name for f in dataclasses.fields(DataConfig)}
+    ok = make_config(data={name: inside}) if data_field else make_config(**{name: inside})
+    ok.validate()
+    bad = make_config(data={name: outside}) if data_field else make_config(**{name: outside})
+    with pytest.raises(UserError, match=f"{name}="):
+        bad.validate()
+
+
+def test_every_number_setting_has_bounds_except_free_form_ones():
+    from distill_core.config import bounds_of
+
+    for spec in [*dataclasses.fields(DataConfig), *dataclasses.fields(TrainConfig)]:
+        if str(spec.type).removesuffix(" | None") in ("int", "float"):
+            assert bounds_of(spec.name) is not None, spec.name
+            low, high = bounds_of(spec.name)
+            if spec.default is not None:
+                assert low <= spec.default <= high, spec.name  # the defaults sit inside their own bounds
+
+
+def test_outlandish_settings_are_warnings_not_errors():
+    from distill_core.preflight import setting_warnings
+
+    config = make_config(lr=0.9, epochs=99, alpha=1.0)
+    config.validate()  # valid
+    warnings = setting_warnings(config, {"lr": "Learning rate"})
+    assert any(w.startswith("Learning rate 0.9 is far above") for w in warnings)
+    assert any(w.startswith("epochs 99 is many passes") for w in warnings)  # no label given: the field's name
+    assert any("no weight on the teacher" in w for w in warnings)
+    assert setting_warnings(make_config()) == []  # the seed recipe is not outlandish

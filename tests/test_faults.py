@@ -91,7 +91,8 @@ def workers(tmp_path_factory, tiny_teacher_dir) -> Iterator[SimpleNamespace]:
 
     ns = SimpleNamespace(base=base, env=env, root=root, queue_root=queue_root)
     ns.killed = create(root, "killed", config(data, teacher=teacher))
-    ns.terminated = create(root, "terminated", config(data, teacher=teacher, epochs=1000))  # until stopped
+    # the most epochs allowed: it runs until stopped
+    ns.terminated = create(root, "terminated", config(data, teacher=teacher, epochs=100))
     ns.disk_full = create(root, "disk-full", config(data, teacher=teacher, epochs=1, batch_size=32))
     quick = config(data, teacher=teacher, epochs=1, batch_size=32, log_every_steps=5)
     ns.first, ns.second = create(queue_root, "first", quick), create(queue_root, "second", quick)

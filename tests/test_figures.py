@@ -10,6 +10,8 @@ from distill_core.figures import (
     NO_DATA_TEXT,
     accuracy_curves,
     confusion_heatmap,
+    figure_table,
+    figure_title,
     latency_chart,
     loss_curves,
     overlay_curves,
@@ -73,10 +75,52 @@ def test_loss_curves_draw_total_ce_and_kd():
     assert "nats" in fig.layout.yaxis.title.text and fig.layout.xaxis.title.text
 
 
-def test_loss_curves_leave_out_kd_for_finetune_runs():
+def test_a_finetune_run_draws_its_loss_once_not_total_hidden_under_ce():
     fig = loss_curves(FINETUNE_STEPS)
-    assert len(fig.data) == 2
-    assert "KD (teacher)" not in [trace.name for trace in fig.data]
+    assert [trace.name for trace in fig.data] == ["total = CE (gold labels)"]
+
+
+def test_alpha_one_draws_total_and_ce_as_one_line_and_says_kd_is_not_trained_on():
+    # alpha = 1 with a teacher: the KD term is logged but weighs 0, so total == CE at every step.
+    steps = [{**row, "loss": row["ce_loss"]} for row in DISTILL_STEPS]
+    fig = loss_curves(steps)
+    assert [trace.name for trace in fig.data] == ["total = CE (gold labels)", "KD (teacher, weight 0)"]
+
+
+def test_alpha_zero_draws_total_and_kd_as_one_line():
+    steps = [{**row, "loss": row["kd_loss"]} for row in DISTILL_STEPS]
+    assert [trace.name for trace in loss_curves(steps).data] == ["total = KD (teacher)", "CE (gold labels, weight 0)"]
+
+
+def test_loss_curves_draw_validation_loss_at_the_step_each_epoch_ended():
+    epochs = [{"kind": "epoch", "epoch": 1, "step": 3, "valid_loss": 0.9},
+              {"kind": "epoch", "epoch": 2, "step": 5, "valid_loss": 0.7, "partial": True}]
+    fig = loss_curves(DISTILL_STEPS, epochs)
+    validation = fig.data[-1]
+    assert validation.name == "validation CE (per epoch)"
+    assert list(validation.x) == [3, 5] and list(validation.y) == [0.9, 0.7]
+    assert list(validation.customdata) == ["1", "2 (partial)"]
+    assert [trace.name for trace in fig.data[:-1]] == ["total", "CE (gold labels)", "KD (teacher)"]
+
+
+def test_validation_loss_without_a_step_is_placed_at_the_last_step_of_its_epoch():
+    steps = [{"kind": "step", "step": s, "epoch": s / 4, "loss": 1.0, "ce_loss": 0.9, "kd_loss": 1.1}
+             for s in range(1, 9)]  # 4 steps per epoch
+    fig = loss_curves(steps, [{"kind": "epoch", "epoch": 1, "valid_loss": 0.8},
+                              {"kind": "epoch", "epoch": 2, "valid_loss": 0.6}])
+    assert list(fig.data[-1].x) == [4, 8]
+
+
+def test_loss_curves_take_the_whole_metrics_file_as_epoch_rows():
+    epochs = [{"kind": "epoch", "epoch": 1, "step": 5, "valid_loss": 0.5}]
+    assert list(loss_curves(DISTILL_STEPS, DISTILL_STEPS + epochs).data[-1].y) == [0.5]
+    assert list(loss_curves(DISTILL_STEPS + epochs).data[-1].y) == [0.5]  # the old call: one mixed list
+
+
+def test_validation_loss_alone_is_drawn_before_any_step_row():
+    fig = loss_curves([], [{"kind": "epoch", "epoch": 1, "step": 10, "valid_loss": 0.4}])
+    assert [trace.name for trace in fig.data] == ["validation CE (per epoch)"]
+    assert fig.layout.title.text and fig.layout.xaxis.title.text == "optimiser step"
 
 
 def test_loss_curves_ignore_epoch_rows_from_the_metrics_file():
@@ -89,6 +133,20 @@ def test_accuracy_curves_draw_training_and_validation():
     assert [trace.name for trace in fig.data] == ["training", "validation"]
     assert list(fig.data[1].y) == [0.72, 0.79, 0.81]
     assert fig.layout.yaxis.tickformat == ".0%"
+
+
+@pytest.mark.parametrize("build", [
+    pytest.param(lambda rows: accuracy_curves(rows), id="accuracy"),
+    pytest.param(lambda rows: overlay_curves({"a": rows, "b": rows[:1]}), id="overlay"),
+])
+@pytest.mark.parametrize("epochs", [1, 2, 3, 40])
+def test_per_epoch_charts_tick_whole_epochs_only(build, epochs):
+    rows = [{"kind": "epoch", "epoch": e, "training_accuracy": 0.5, "valid_accuracy": 0.6}
+            for e in range(1, epochs + 1)]
+    axis = build(rows).layout.xaxis
+    assert axis.tickmode == "linear" and axis.tickformat == "d"
+    assert float(axis.dtick).is_integer() and float(axis.tick0).is_integer()
+    assert axis.dtick == (1 if epochs <= 12 else 4)  # at most about a dozen ticks
 
 
 def test_overlay_curves_draw_one_line_per_run_with_data():
@@ -296,6 +354,14 @@ def test_empty_inputs_give_a_no_data_figure(build):
         pytest.param(lambda: loss_curves(DISTILL_STEPS), id="loss"),
         pytest.param(lambda: latency_chart(BENCH), id="latency"),
         pytest.param(lambda: speed_accuracy_scatter(POINTS), id="scatter"),
+        pytest.param(lambda: loss_curves(FINETUNE_STEPS), id="loss-finetune"),
+        pytest.param(lambda: accuracy_curves(EPOCHS), id="accuracy"),
+        pytest.param(lambda: overlay_curves({"a": EPOCHS}, "valid_accuracy"), id="overlay"),
+        pytest.param(lambda: confusion_heatmap([[1, 0], [0, 1]], ["a", "b"], "Confusion"), id="confusion"),
+        pytest.param(lambda: per_class_f1({"m": {"a": {"f1": 0.5}}}), id="per-class-f1"),
+        pytest.param(lambda: probability_bars({"m": [0.2, 0.8]}, ["a", "b"]), id="probabilities"),
+        pytest.param(lambda: throughput_chart(BENCH), id="throughput"),
+        pytest.param(lambda: speedup_bars(BENCH, "teacher"), id="speedup"),
     ],
 )
 def test_figures_share_the_clean_template_and_have_titles(fig):
@@ -303,3 +369,54 @@ def test_figures_share_the_clean_template_and_have_titles(fig):
     assert built.layout.template == pio.templates["plotly_white"]
     assert built.layout.title.text
     assert built.layout.xaxis.title.text and built.layout.yaxis.title.text
+
+
+# ---- text alternative --------------------------------------------------------------------------------
+
+
+def test_figure_title_is_plain_text_for_an_accessible_name():
+    fig = accuracy_curves(EPOCHS)
+    fig.update_layout(title="<b>Accuracy</b><br>per epoch")
+    assert figure_title(fig) == "Accuracy per epoch"
+    assert figure_title(go.Figure(), default="chart key") == "chart key"
+
+
+def test_figure_table_lists_every_point_by_series_with_percent_axes_in_percent():
+    table = figure_table(accuracy_curves(EPOCHS))
+    assert len(table) == 6
+    assert table[0] == {"series": "training", "epoch": 1, "accuracy (%)": 70.0}
+    assert table[-1] == {"series": "validation", "epoch": 3, "accuracy (%)": 81.0}
+
+
+def test_figure_table_of_a_confusion_matrix_holds_the_counts():
+    table = figure_table(confusion_heatmap([[8, 2], [1, 3]], ["a", "b"], "Confusion"))
+    assert table == [{"true class": "a", "predicted class: a": 8, "predicted class: b": 2},
+                     {"true class": "b", "predicted class: a": 1, "predicted class: b": 3}]
+
+
+def test_figure_table_names_scatter_points_and_skips_the_frontier_guide():
+    table = figure_table(speed_accuracy_scatter(POINTS))
+    assert len(table) == len([p for p in POINTS if p.get("samples_per_s") and p.get("accuracy")])
+    assert all(row["series"] == "models" and "point" in row for row in table)
+
+
+def test_figure_table_of_horizontal_bars_and_of_nothing():
+    table = figure_table(probability_bars({"m": [0.25, 0.75]}, ["a", "b"]))
+    assert table == [{"series": "m", "probability (%)": 25.0, "class": "a"},
+                     {"series": "m", "probability (%)": 75.0, "class": "b"}]
+    assert figure_table(loss_curves([])) == []
+
+
+def test_overlay_titles_say_validation_not_valid():
+    fig = overlay_curves({"a": [{"kind": "epoch", "epoch": 1, "valid_loss": 0.5}]}, "valid_loss")
+    assert fig.layout.title.text == "Validation loss per epoch, by run"
+    assert fig.layout.yaxis.title.text == "validation loss (nats)"
+
+
+def test_a_run_with_one_logged_step_still_shows_its_loss_and_ticks_whole_steps():
+    # max_steps 2, logging every 10: one step row. A lone point drawn as a line would be invisible.
+    fig = loss_curves([{"kind": "step", "step": 2, "epoch": 1.0, "loss": 0.7, "ce_loss": 0.7, "kd_loss": None}],
+                      [{"kind": "epoch", "epoch": 1, "step": 2, "valid_loss": 1.3}])
+    assert all("markers" in trace.mode for trace in fig.data)
+    assert fig.layout.xaxis.tickformat == "d" and fig.layout.xaxis.dtick == 1
+    assert fig.layout.legend.y < 0  # below the plot: four series above a half-width chart hit its title

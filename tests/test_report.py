@@ -77,6 +77,16 @@ def _numbers(sentence: str) -> list[float]:
     return [float(x) for x in re.findall(r"(\d+(?:\.\d+)?)[×%]", sentence)]
 
 
+def _said(ratio: float) -> float:
+    """A speed or size ratio as the headline says it: 0.8× reads "1.2× slower", never "0.8× faster"."""
+    return ratio if ratio >= 1 else 1 / ratio
+
+
+def _cell(text: str) -> float:
+    """A number from a Compare table cell ("1.3×", "75.0%")."""
+    return float(text.rstrip("×%"))
+
+
 # ---------------------------------------------------------------------------------------- pure functions
 
 @pytest.mark.parametrize(("successes", "n", "low", "high"), [
@@ -113,10 +123,11 @@ def test_headline_says_what_was_not_measured():
 
 def test_headline_numbers_are_the_comparison_rows_values(store):
     rows = {r["model"]: r for r in compare.comparison_rows(store, ["student"])}
-    student, teacher = rows["run student"], rows["teacher of student"]
-    expected = [teacher["latency_ms_b1"] / student["latency_ms_b1"],
-                teacher["latency_ms_b32"] / student["latency_ms_b32"],
-                teacher["size_mb"] / student["size_mb"], 100 * student["test_accuracy"] / teacher["test_accuracy"]]
+    student, teacher = rows["run student"], rows["run teacher"]  # the teacher is a run of the store
+    expected = [_said(teacher["latency_ms_b1"] / student["latency_ms_b1"]),
+                _said(teacher["latency_ms_b32"] / student["latency_ms_b32"]),
+                _said(teacher["size_mb"] / student["size_mb"]),
+                100 * student["test_accuracy"] / teacher["test_accuracy"]]
     data = report.report_data(store, ["student"])
     assert _numbers(data["headlines"][0]) == [round(x, 1) for x in expected]
     assert data["headlines"][0].startswith("The student is ") and "teacher's accuracy" in data["headlines"][0]
@@ -213,12 +224,16 @@ def test_compare_link_preselects_runs_and_the_report_matches_the_table(compare_e
     assert at.multiselect(key="c_runs").value == ["teacher", "student"]
     shown = [s.value for s in at.success]
     gains = at.dataframe[1].value  # the gains table, under the summary table
-    row = gains[gains["model"] == "run student"].iloc[0]
-    assert _numbers(shown[0]) == [round(row["speedup_b1"], 1), round(row["speedup_b32"], 1), round(row["smaller"], 1),
-                                  round(row["accuracy_kept"], 1)]
+    row = {key: _cell(value) for key, value in gains[gains["model"] == "run student"].iloc[0].items()
+           if key not in ("model", "baseline")}
+    assert gains["baseline"].tolist() == ["run teacher"]  # the selected teacher run: not listed a second time
+    # The table rounds to one decimal; a slower student's headline inverts the unrounded ratio: within 0.1.
+    assert _numbers(shown[0]) == pytest.approx([_said(row["speedup_b1"]), _said(row["speedup_b32"]),
+                                                _said(row["smaller"]), row["accuracy_kept"]], abs=0.1)
     table = at.dataframe[0].value
-    accuracy = dict(zip(table["model"], table["test_accuracy"], strict=True))  # percent, as shown
-    assert round(row["accuracy_kept"], 1) == round(100 * accuracy["run student"] / accuracy["teacher of student"], 1)
+    assert table["model"].tolist() == ["run teacher", "run student"]
+    accuracy = {model: _cell(cell) for model, cell in zip(table["model"], table["test_accuracy"], strict=True)}
+    assert row["accuracy_kept"] == round(100 * accuracy["run student"] / accuracy["run teacher"], 1)
     assert [b for b in at.get("download_button") if b.proto.label == "Download report (HTML)"]
     page = at.session_state["c_report"]["html"]  # what the download button serves
     assert shown[0].replace("'", "&#x27;") in page and page.count("plotly.js v") == 1

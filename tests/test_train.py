@@ -227,10 +227,11 @@ def test_cancel_after_the_first_step(root, finetuned, data_config):
 
 
 def test_early_stopping_when_validation_cannot_improve(root, tiny_teacher_dir, data_config):
-    """A learning rate of 1e-12 leaves the weights as they are: epoch 2 cannot beat epoch 1, patience 1 stops."""
+    """A learning rate of 1e-7 (the smallest allowed) leaves the predictions as they are: epoch 2 cannot beat
+    epoch 1, patience 1 stops."""
     config = TrainConfig(mode="finetune", data=DataConfig(source=data_config.source, max_length=32,
                                                           train_samples=32),
-                         student=str(tiny_teacher_dir), epochs=5, lr=1e-12, batch_size=32, patience=1)
+                         student=str(tiny_teacher_dir), epochs=5, lr=1e-7, batch_size=32, patience=1)
     run_dir, result, events = run(root, "early-stop", config)
     assert result["state"] == "done"
     assert result["epochs_done"] == 2

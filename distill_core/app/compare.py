@@ -1,7 +1,7 @@
 """Runs side by side: the comparison table, and per-example test predictions of a student and its teacher."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +43,140 @@ def _row(model: str, role: str, spec: Any, facts: dict, metrics: dict, bench_dir
             "n_test": metrics.get("n_examples"), **_speed(bench_dir), "baseline": baseline}
 
 
-def comparison_rows(root: Path, run_names: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per selected run's model, plus one per distinct teacher, for the Compare table."""
-    root = Path(root).resolve()
-    table: list[dict[str, Any]] = []
-    teacher_rows: dict[str, str] = {}  # teacher spec -> the model name of its row
-    for name in run_names:
+def _model_key(spec: Any) -> str | None:
+    """One key per model: a local spec's save_pretrained folder, resolved (a run folder, its model/ and another
+    spelling of the path are one model); any other spec as written."""
+    if not isinstance(spec, str) or not spec:
+        return None
+    try:
+        local = specs.parse_spec(spec).kind == "local"
+    except UserError:
+        return spec
+    folder = specs.model_folder(Path(spec)) if local else None
+    return str(folder.resolve()) if folder is not None else spec
+
+
+def _teacher_name(root: Path, spec: str, students: Sequence[str]) -> str:
+    """A teacher's row name: "run NAME" when it is a run of this store (a model keeps one name wherever it is
+    listed), else "teacher of" the selected runs it taught."""
+    from .catalog import run_dir_of_spec
+
+    run_dir = run_dir_of_spec(root, spec)
+    return f"run {run_dir.name}" if run_dir is not None else f"teacher of {', '.join(students)}"
+
+
+def _selection(root: Path, run_names: Sequence[str]):
+    """The selected runs as (name, folder, config, eval, teacher key), the row name of each selected run's model
+    (by model key) and, per teacher that is not a selected run, the selected runs it taught, in order."""
+    loaded = []
+    for name in dict.fromkeys(run_names):  # a name given twice is one run
         run_dir = runs.resolve_run_dir(root, name)
         config = storage.read_json(run_dir / runs.CONFIG_FILE, {}) or {}
         evaluation = storage.read_json(runs.eval_path(run_dir), {}) or {}
+        teacher_eval = evaluation.get("teacher")
+        teacher_key = _model_key(config.get("teacher")) if isinstance(teacher_eval, dict) else None
+        loaded.append((name, run_dir, config, evaluation, teacher_key))
+    run_rows = {_model_key(str(run_dir)): f"run {name}" for name, run_dir, *_ in loaded}
+    taught: dict[str, list[str]] = {}
+    for name, *_, key in loaded:
+        if key is not None and key not in run_rows:
+            taught.setdefault(key, []).append(name)
+    return loaded, run_rows, taught
+
+
+def model_evaluations(root: Path, run_names: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, test metrics) of each distinct model of the selection, named and ordered as comparison_rows
+    names them: for the confusion matrices and per-class F1, so no model is drawn twice."""
+    root = Path(root).resolve()
+    loaded, _, taught = _selection(root, run_names)
+    shown = []
+    for name, _, config, evaluation, key in loaded:
+        shown.append((f"run {name}", evaluation.get("student") or {}))
+        if key in taught and taught[key][0] == name:
+            shown.append((_teacher_name(root, config["teacher"], taught[key]), evaluation["teacher"]))
+    return shown
+
+
+def _teacher_row(root: Path, spec: str, students: Sequence[str], metrics: dict) -> dict[str, Any]:
+    """The row of a teacher that is not a selected run, with its metrics on its students' test split."""
+    from .catalog import run_dir_of_spec
+
+    run_dir = run_dir_of_spec(root, spec)
+    if run_dir is not None:  # a run of this store: its spec is the model it was trained from
+        shown_spec = (storage.read_json(run_dir / runs.CONFIG_FILE, {}) or {}).get("student")
+    else:
+        shown_spec = specs.spec_label(spec, root)
+    folder = specs.model_folder(Path(spec))
+    return _row(_teacher_name(root, spec, students), "teacher", shown_spec, specs.model_facts(spec), metrics,
+                folder.parent if folder else None, 1.0)
+
+
+def comparison_rows(root: Path, run_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per model of the selected runs: each run's model, then each teacher once, right after the first
+    run it taught. A teacher is named "run NAME" when it is a run of this store, else "teacher of" the selected
+    runs it taught; a teacher that is itself a selected run is that run's row (role "teacher"), not a second
+    row. ``baseline`` names the row of a run's teacher (None for a run without one)."""
+    root = Path(root).resolve()
+    loaded, run_rows, taught = _selection(root, run_names)
+    table: list[dict[str, Any]] = []
+    for name, run_dir, config, evaluation, key in loaded:
         student = evaluation.get("student") or {}
+        baseline = None if key is None else run_rows.get(key) or _teacher_name(root, config["teacher"], taught[key])
         role = "student" if config.get("mode") == "distill" else "fine-tuned"
-        teacher, teacher_spec = evaluation.get("teacher"), config.get("teacher")
-        if isinstance(teacher, dict) and teacher_spec and teacher_spec not in teacher_rows:
-            teacher_rows[teacher_spec] = f"teacher of {name}"
-            teacher_dir = specs.model_folder(Path(teacher_spec))
-            teacher_row = _row(f"teacher of {name}", "teacher", specs.spec_label(teacher_spec, root),
-                               specs.model_facts(teacher_spec), teacher,
-                               teacher_dir.parent if teacher_dir else None, 1.0)
-        else:
-            teacher_row = None
         table.append(_row(f"run {name}", role, config.get("student"), specs.model_facts(str(run_dir)), student,
-                          run_dir, student.get("agreement"), teacher_rows.get(str(teacher_spec)) if teacher else None))
-        if teacher_row:
-            table.append(teacher_row)
+                          run_dir, student.get("agreement"), baseline))
+        if key in taught and taught[key][0] == name:
+            table.append(_teacher_row(root, config["teacher"], taught[key], evaluation["teacher"]))
+    teachers = {row["baseline"] for row in table}
+    for row in table:
+        if row["model"] in teachers and row["role"] != "teacher":
+            row.update(role="teacher", agreement=1.0)
     return table
+
+
+MISSING = "—"  # a value a model does not have (no teacher to agree with, no test accuracy)
+NOT_MEASURED = "not measured"  # speed before the Benchmark page (or the showcase) has measured it
+
+
+def _is_value(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # NaN != NaN
+
+
+CELL_FORMATS: dict[str, Callable[[Any], str]] = {
+    "text": str,
+    "percent": lambda v: f"{v * 100:.1f}%",  # fractions in [0, 1]
+    "count": lambda v: f"{int(v):,}",
+    "millions": lambda v: f"{v / 1e6:.1f} M",
+    "one_decimal": lambda v: f"{v:.1f}",
+    "three_decimals": lambda v: f"{v:.3f}",
+    "times": lambda v: f"{v:.1f}×",
+}
+
+
+def display_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], *,
+                  missing: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Rows as the text a table shows: ``columns`` maps each key kept (in order) to a CELL_FORMATS name, and a
+    value that is not there reads "—" (or ``missing[key]``, e.g. "not measured"): never "None" or "nan", which
+    a Streamlit table shows for a missing number."""
+    missing = missing or {}
+
+    def cell(value: Any, key: str, kind: str) -> str:
+        present = bool(value) if kind == "text" else _is_value(value)
+        return CELL_FORMATS[kind](value) if present else missing.get(key, MISSING)
+
+    return [{key: cell(row.get(key), key, kind) for key, kind in columns.items()} for row in rows]
+
+
+def scored_rows_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How many test rows the accuracies are measured on: one number when every model shares it."""
+    counts = {row["model"]: int(row["n_test"]) if _is_value(row.get("n_test")) else None for row in rows}
+    known = {n for n in counts.values() if n is not None}
+    if not known:
+        return "The number of test rows was not recorded."
+    if len(known) == 1 and None not in counts.values():
+        return f"Each model is scored on {known.pop():,} test rows."
+    return "Test rows: " + "; ".join(f"{model} {MISSING if n is None else f'{n:,}'}"
+                                     for model, n in counts.items()) + "."
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -100,20 +209,37 @@ def _times(value: float) -> str:
     return f"{value:.1f}×"
 
 
+def _faster(ratio: float) -> str:
+    """A speed ratio (teacher's latency over the student's) in words: below 1 the student is slower, and saying
+    "0.7× faster" would hide it."""
+    if round(ratio, 1) == 1.0:
+        return "as fast (1.0×)"
+    return f"{_times(ratio)} faster" if ratio > 1 else f"{_times(1 / ratio)} slower"
+
+
+def _smaller(ratio: float) -> str:
+    if round(ratio, 1) == 1.0:
+        return "the same size"
+    return f"{_times(ratio)} smaller" if ratio > 1 else f"{_times(1 / ratio)} larger"
+
+
 def headline(trade: dict[str, Any], subject: str = "The student") -> str:
     """One sentence: speed-up at batch 1 and 32, times smaller, accuracy kept (numbers as Compare shows them);
-    what was not measured is said, never guessed."""
+    what was not measured is said, never guessed; a slower or larger student is called so."""
     b1, b32 = trade.get("speedup_b1"), trade.get("speedup_b32")
     parts, missing = [], []
     if b1 is not None and b32 is not None:
-        parts.append(f"{_times(b1)} faster at batch 1 and {_times(b32)} at batch 32")
+        parts.append(f"{_faster(b1)} at batch 1 and {_faster(b32)} at batch 32")
     elif b1 is not None or b32 is not None:
-        parts.append(f"{_times(b1 or b32 or 0.0)} faster at batch {1 if b1 is not None else 32}")
+        parts.append(f"{_faster(b1 or b32 or 0.0)} at batch {1 if b1 is not None else 32}")
     missing += [f"batch {b}" for b, v in ((1, b1), (32, b32)) if v is None]
     if trade.get("smaller") is not None:
-        parts.append(f"{_times(trade['smaller'])} smaller")
+        parts.append(_smaller(trade["smaller"]))
     kept = trade.get("accuracy_kept")
-    tail = f"keeps {kept:.1%} of the teacher's accuracy" if kept is not None else "has no test accuracy"
+    if kept is None:
+        tail = "has no test accuracy"
+    else:
+        tail = f"{'keeps' if kept <= 1 else 'reaches'} {kept:.1%} of the teacher's accuracy"
     body = f"{', '.join(parts)}{',' if len(parts) > 1 else ''} and {tail}" if parts else tail
     sentence = f"{subject} {'is ' + body if parts else body}"
     if missing:

@@ -60,33 +60,64 @@ def local_datasets(uploads: Path | None = None) -> list[LocalDataset]:
     try:
         for upload in sorted((uploads or uploads_dir()).iterdir()):
             if upload.is_file() and upload.suffix.lower() in UPLOAD_SUFFIXES:
-                found.append(LocalDataset(f"{upload.name}  (uploaded)", str(upload), "upload"))
+                found.append(LocalDataset(upload_label(upload), str(upload), "upload"))
     except OSError:
         pass
     return found
 
 
-def save_upload(filename: str, content: bytes, folder: Path | None = None) -> Path:
-    """Keep an uploaded data file in ``folder`` (default uploads_dir()); refuses other types and files over the
-    size cap."""
+def file_problems(filename: str, content: bytes) -> list[str]:
+    """What is wrong with an uploaded file before it is even parsed: its type, its size, nothing in it, or binary
+    content under a text format's name (a spreadsheet or an archive renamed .csv)."""
     suffix = Path(filename).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
-        raise UserError(f"{filename!r}: unsupported file type {suffix or '(none)'!r}: upload .csv, .jsonl, .json "
-                        "or .parquet")
+        return [f"{filename}: unsupported file type {suffix or '(none)'!r}: upload .csv, .jsonl, .json or .parquet"]
     cap = max_upload_mb()
     if len(content) > cap * 1_000_000:
-        raise UserError(f"{filename!r} is {len(content) / 1e6:.1f} MB, over the {cap} MB upload limit: upload a "
-                        "smaller file (or raise KD_MAX_UPLOAD_MB)")
+        return [f"{filename} is {len(content) / 1e6:.1f} MB, over the {cap} MB upload limit: upload a smaller file "
+                "(or raise KD_MAX_UPLOAD_MB)"]
     if not content.strip():
-        raise UserError(f"{filename!r} is empty: it needs a header row and at least one data row")
+        return [f"{filename} is empty: it needs a header row and at least one data row"]
+    if suffix == ".parquet":
+        return [] if content[:4] == b"PAR1" else [f"{filename} is not a Parquet file (it does not start with the "
+                                                  "Parquet signature): upload the table as .csv or a real .parquet"]
+    if _looks_binary(content):
+        return [f"{filename} is not a text file but binary data (a spreadsheet, an archive or another binary "
+                f"file renamed {suffix}?): export the table as {suffix} (UTF-8 text) and upload that"]
+    return []
+
+
+def _looks_binary(content: bytes) -> bool:
+    """NUL bytes never occur in UTF-8 text files, and control characters are rare; binary formats are full of
+    both. (Text that is merely not UTF-8 is told apart later, by the reader's own message.)"""
+    head = content[:65_536]
+    controls = sum(byte < 32 and byte not in (9, 10, 13) for byte in head)
+    return b"\x00" in head or controls > len(head) // 100
+
+
+def save_upload(filename: str, content: bytes, folder: Path | None = None) -> Path:
+    """Keep an uploaded data file in ``folder`` (default uploads_dir()); refuses other types and files over the
+    size cap. Call it once the file is accepted (uploads.inspect_upload): a refused file must not be kept."""
+    problems = file_problems(filename, content)
+    if problems:
+        raise UserError(problems[0])
+    suffix = Path(filename).suffix.lower()
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(filename).stem).strip("-")[:40] or "data"
     # The content hash makes names unique and an identical re-upload idempotent.
     target = (folder or uploads_dir()) / f"{stem}-{hashlib.sha256(content).hexdigest()[:8]}{suffix}"
     if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(content)
         os.replace(tmp, target)
     return target
+
+
+def upload_label(path: Path) -> str:
+    """How a kept upload is listed: the name the user gave it, with the content hash that tells two versions
+    apart ("reviews.csv (uploaded, 1a2b3c4d)")."""
+    match = re.fullmatch(r"(.+)-([0-9a-f]{8})", path.stem)
+    return f"{match[1]}{path.suffix} (uploaded, {match[2]})" if match else f"{path.name}  (uploaded)"
 
 
 def estimate_rows(source: str) -> tuple[int | None, int | None]:

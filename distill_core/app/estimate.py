@@ -1,22 +1,45 @@
-"""How long a run will take, told before Start: from a measured CPU throughput scaled by model size."""
+"""How long a run will take, told before Start and used for the live ETA of phases not measured yet.
+
+Calibrated on this machine, in this order (the estimate always says which was used):
+1. past runs in the store: the per-phase cost of finished runs (their `phase_end` rows: seconds per example of
+   tokenising, teacher logits, training, validation and test evaluation; seconds per save; the fixed start-up of
+   "preparing"), from runs of the same shape (student and teacher layers x hidden) when there are some, else
+   from runs of other shapes scaled by layers x hidden^2;
+2. a probe: a few seconds timing a forward + backward of the student and a forward of each model on a synthetic
+   batch of the config's batch size (architecture from config.json, random weights: no download, never a Hub
+   model that is not cached), cached per shape, batch and length;
+3. a reference throughput measured once on the development VM, scaled by layers x hidden^2.
+"""
 from __future__ import annotations
 
 import math
+import os
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .. import specs
+from .. import progress, runs, specs, storage
 from ..config import TrainConfig
+from ..errors import UserError
+from . import probe
 
 # Training throughput measured for all-MiniLM-L6-v2 (6 layers x 384 hidden) at batch 32 on AG News on the
 # 2-core development VM: ~26 samples/s. Cost per sample scales roughly with layers * hidden^2 (the dense
 # layers dominate at these lengths); inference is ~3x cheaper than a training step (no backward pass).
 REF_SAMPLES_PER_S, REF_LAYERS, REF_HIDDEN = 26.0, 6, 384
 MAX_SAMPLES_PER_S = 600.0          # tiny models are bound by per-batch overheads, not by FLOPs
-STARTUP_S = 20.0                   # worker start: imports, model loading, tokenisation
+STARTUP_S = 20.0                   # worker start: imports, model loading (no past run measured it)
+SAVE_S = 1.0                       # writing a small model and its checkpoint
+TOKENISE_S_PER_ROW = 2e-4
+LONG_RUN_S = 3 * 3600              # an estimate over this gets a warning before Start
+UNKNOWN_SHAPE = (12, 768)          # assume BERT-base, the pessimistic common case
 
 
 def train_samples_per_s(shape: tuple[int, int] | None) -> float:
-    """Estimated training throughput on this class of CPU for a model of (layers, hidden)."""
-    layers, hidden = shape or (12, 768)  # unknown: assume BERT-base, the pessimistic common case
+    """Reference training throughput on this class of CPU for a model of (layers, hidden)."""
+    layers, hidden = shape or UNKNOWN_SHAPE
     rate = REF_SAMPLES_PER_S * (REF_LAYERS * REF_HIDDEN ** 2) / max(layers * hidden ** 2, 1)
     return min(rate, MAX_SAMPLES_PER_S)
 
@@ -38,17 +61,313 @@ def split_sizes(config: TrainConfig, train_rows: int | None, test_rows: int | No
     return train, valid, test_rows
 
 
-def estimate_seconds(config: TrainConfig, sizes: tuple[int, int, int]) -> float:
-    """Rough wall time of a run: training epochs, validation each epoch, test evaluation, teacher logits."""
+# ----------------------------------------------------------------------------------------------------------------
+# unit costs: what a plan multiplies by the run's counts
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per unit of each phase on this machine for one run shape."""
+    preparing_s: float
+    tokenise_s_per_row: float
+    teacher_s_per_example: float
+    train_s_per_example: float
+    infer_s_per_example: float     # validation and test evaluation (student forward)
+    saving_s: float                # per epoch
+
+
+def _flops(shape: tuple[int, int] | None) -> float:
+    layers, hidden = shape or UNKNOWN_SHAPE
+    return float(max(layers * hidden ** 2, 1))
+
+
+def reference_costs(student: tuple[int, int] | None, teacher: tuple[int, int] | None) -> Costs:
+    train_rate = train_samples_per_s(student)
+    return Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW,
+                 teacher_s_per_example=1 / (3 * train_samples_per_s(teacher)),
+                 train_s_per_example=1 / train_rate, infer_s_per_example=1 / (3 * train_rate), saving_s=SAVE_S)
+
+
+def spec_shape(spec: str | None, teacher: str | None = None) -> tuple[int, int] | None:
+    """specs.model_shape, also for a run folder whose model is not trained yet (a pipeline's teacher stage while
+    it runs): the shape of the model that run trains."""
+    try:
+        parsed = specs.parse_spec(spec) if spec else None
+    except UserError:
+        return None
+    if parsed is not None and parsed.kind == "truncate":
+        base = spec_shape(teacher)
+        return (parsed.layers, base[1]) if base else None
+    shape = specs.model_shape(spec, teacher)
+    if shape is None and spec and (Path(spec) / runs.CONFIG_FILE).is_file():
+        record = storage.read_json(Path(spec) / runs.CONFIG_FILE, {})
+        if isinstance(record, dict) and isinstance(record.get("student"), str):
+            return spec_shape(record["student"], record.get("teacher"))
+    return shape
+
+
+def shapes_of(config: TrainConfig) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """(student, teacher) shapes of a config; a fine-tune has no teacher to run (a truncate:N base reads one)."""
+    student = spec_shape(config.student, config.teacher)
+    teacher = spec_shape(config.teacher) if config.mode == "distill" and config.teacher else None
+    return student, teacher
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. past runs
+
+@dataclass(frozen=True)
+class PastRun:
+    """The measured unit costs of one finished run (None where it did not measure that phase)."""
+    name: str
+    mode: str
+    student: tuple[int, int] | None
+    teacher: tuple[int, int] | None
+    per_unit: dict[str, float]
+
+
+def _shape(value: Any) -> tuple[int, int] | None:
+    return (int(value[0]), int(value[1])) if isinstance(value, list) and len(value) == 2 \
+        and all(isinstance(v, int) for v in value) else None
+
+
+def _start_gap(run_dir: Path, status: dict) -> float:
+    """Seconds between Start (or the end of the stage it waited on) and the worker saying it runs."""
+    started, begun = status.get("started_at"), status.get("created_at")
+    after = status.get("depends_on")
+    if isinstance(after, str):
+        begun = runs.read_status(run_dir.parent / after).get("finished_at") if (run_dir.parent / after).is_dir() \
+            else None
+    if isinstance(started, (int, float)) and isinstance(begun, (int, float)):
+        return max(started - begun, 0.0)
+    return 0.0
+
+
+def past_run(run_dir: Path) -> PastRun | None:
+    """A finished run's unit costs from its phase_end rows; None for a run that did not record them."""
+    status = runs.read_status(run_dir)
+    config = storage.read_json(run_dir / runs.CONFIG_FILE, {})
+    if status.get("state") != "done" or not isinstance(config, dict):
+        return None
+    totals: dict[str, list[float]] = {}
+    for row in runs.read_metrics(run_dir):
+        if row.get("kind") == "phase_end" and isinstance(row.get("seconds"), (int, float)):
+            seconds_count = totals.setdefault(str(row.get("phase")), [0.0, 0.0, 0.0])
+            seconds_count[0] += row["seconds"] / contention(row.get("load_1m"))  # as on an uncrowded machine
+            seconds_count[1] += row.get("count") or 0
+            seconds_count[2] += 1
+    if "training" not in totals:
+        return None
+    per_unit: dict[str, float] = {}
+    if "preparing" in totals:  # a foreground CLI run loads its models before its folder exists: not measured
+        per_unit["preparing_s"] = totals["preparing"][0] + _start_gap(run_dir, status)
+    for phase, key in (("tokenising", "tokenise_s_per_row"), ("teacher_logits", "teacher_s_per_example"),
+                       ("training", "train_s_per_example"), ("validation", "infer_s_per_example")):
+        seconds, count, _ = totals.get(phase, (0.0, 0.0, 0.0))
+        if count:
+            per_unit[key] = seconds / count
+    if "saving" in totals:
+        per_unit["saving_s"] = totals["saving"][0] / totals["saving"][2]
+    recorded = status.get("shape")
+    shape: dict = recorded if isinstance(recorded, dict) else {}
+    return PastRun(run_dir.name, str(config.get("mode")), _shape(shape.get("student")), _shape(shape.get("teacher")),
+                   per_unit)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def contention(load: Any, cores: int | None = None) -> float:
+    """How many times slower CPU work ran than on an uncrowded machine, from the 1-minute load average: runnable
+    threads per usable core, at least 1 (a run's own threads fill the cores without slowing it). Unknown: 1."""
+    if not isinstance(load, (int, float)) or load <= 0:
+        return 1.0
+    return max(1.0, load / (cores or usable_cores()))
+
+
+def contention_now() -> float:
+    """The crowding a run meets now, by the same rule as a past run's phases (so an uncrowded machine and a
+    machine that has just finished a run both count 1; the 1-minute average lags a run's own threads)."""
+    from ..progress import load_1m
+
+    return contention(load_1m())
+
+
+def scaled(costs: Costs, factor: float) -> Costs:
+    return Costs(**{name: value * factor for name, value in vars(costs).items()})
+
+
+# which model's shape decides the cost of each unit
+_DECIDED_BY = {"preparing_s": "both", "tokenise_s_per_row": None, "teacher_s_per_example": "teacher",
+               "train_s_per_example": "student", "infer_s_per_example": "student", "saving_s": "student"}
+
+
+def _calibrated(key: str, past: list[PastRun], mode: str, student, teacher) -> float | None:
+    """The median cost of ``key`` over runs of the same shape, else over all runs scaled by layers x hidden^2."""
+    by = _DECIDED_BY[key]
+    rows = [p for p in past if key in p.per_unit]
+    if not rows:
+        return None
+    if by is None:
+        return statistics.median(p.per_unit[key] for p in rows)
+    if by == "both":
+        same = [p.per_unit[key] for p in rows if (p.mode, p.student, p.teacher) == (mode, student, teacher)]
+        return statistics.median(same or [p.per_unit[key] for p in rows])
+    target = student if by == "student" else teacher
+    same = [p.per_unit[key] for p in rows if getattr(p, by) == target]
+    if same:
+        return statistics.median(same)
+    return statistics.median(p.per_unit[key] * _flops(target) / _flops(getattr(p, by)) for p in rows)
+
+
+def past_runs(root: Path | None, exclude: Iterable[str] = ()) -> list[PastRun]:
+    if root is None or not Path(root).is_dir():
+        return []
+    skip = set(exclude)
+    found = []
+    for run_dir in runs.iter_run_dirs(Path(root)):
+        if run_dir.name in skip:
+            continue
+        try:
+            run = past_run(run_dir)
+        except (OSError, ValueError, TypeError):
+            continue
+        if run is not None:
+            found.append(run)
+    return found
+
+
+def costs_from_past(config: TrainConfig, past: list[PastRun]) -> tuple[Costs, int, bool] | None:
+    """(costs, runs used, of this exact shape) from past runs; None when none measured training."""
+    student, teacher = shapes_of(config)
+    fallback = reference_costs(student, teacher)
+    values = {key: _calibrated(key, past, config.mode, student, teacher) for key in _DECIDED_BY}
+    if values["train_s_per_example"] is None:
+        return None
+    same = [p for p in past if p.student == student and (config.mode != "distill" or p.teacher == teacher)]
+    costs = Costs(**{key: value if value is not None else getattr(fallback, key) for key, value in values.items()})
+    return costs, len(same) or len(past), bool(same)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. the probe (distill_core.app.probe times the models)
+
+def probe_costs(config: TrainConfig, *, cached_only: bool = False) -> tuple[Costs, float] | None:
+    """(costs, seconds the probe took) of this config's models on this machine; None when it cannot probe
+    (a model not available locally, or any failure: the estimate then falls back, it never fails). With
+    ``cached_only`` nothing new is timed (the page: its probes run in the background, see app.probe)."""
+    jobs = probe.jobs_for(config)
+    if jobs is None:
+        return None
+    train_job, infer_job, teacher_job = jobs
+    try:
+        train = probe.timed(train_job, cached_only=cached_only)
+        infer = probe.timed(infer_job, cached_only=cached_only)
+        teacher = probe.timed(teacher_job, cached_only=cached_only) if teacher_job else (0.0, 0.0)
+    except Exception:  # a probe is a nicety: fall back to the reference, never fail
+        return None
+    if train is None or infer is None or teacher is None:
+        return None
+    costs = Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW, teacher_s_per_example=teacher[0],
+                  train_s_per_example=train[0], infer_s_per_example=infer[0], saving_s=SAVE_S)
+    return costs, train[1] + infer[1] + teacher[1]
+
+
+def probe_in_background(configs: list[TrainConfig]) -> bool:
+    """Start timing these configs' models in a background process (see app.probe); True while it runs."""
+    wanted = [job for config in configs for job in (probe.jobs_for(config) or ()) if job is not None]
+    return probe.start_background(wanted)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# plans and estimates
+
+def plan(config: TrainConfig, sizes: tuple[int, int, int], costs: Costs, *, teacher_logits: bool = True
+         ) -> progress.Plan:
+    """Per-phase seconds of a run of ``config`` over (train, validation, test) rows at ``costs``."""
     train, valid, test = sizes
-    student_rate = train_samples_per_s(specs.model_shape(config.student, config.teacher))
     examples = train * config.epochs
     if config.max_steps:
         examples = min(examples, config.max_steps * config.batch_size)
-    seconds = STARTUP_S + examples / student_rate + (valid * config.epochs + test) / (3 * student_rate)
-    if config.mode == "distill" and config.teacher:
-        seconds += (train + test) / (3 * train_samples_per_s(specs.model_shape(config.teacher)))
-    return seconds
+    epochs = config.epochs if not config.max_steps else max(min(config.epochs, math.ceil(examples / max(train, 1))),
+                                                            1)
+    distilling = config.mode == "distill" and bool(config.teacher)
+    seconds = {"preparing": costs.preparing_s, "tokenising": (train + valid + test) * costs.tokenise_s_per_row,
+               "teacher_logits": train * costs.teacher_s_per_example if distilling and teacher_logits else 0.0,
+               "training": examples * costs.train_s_per_example,
+               "validation": valid * epochs * costs.infer_s_per_example,
+               "saving": epochs * costs.saving_s,
+               "test_evaluation": test * (costs.infer_s_per_example
+                                          + (costs.teacher_s_per_example if distilling else 0.0))}
+    return progress.Plan(seconds, epochs)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The time a run (or a pipeline: its stages summed) will take, and where the numbers came from."""
+    seconds: float
+    phases: dict[str, float]
+    source: str            # "past runs" | "probe" | "reference"
+    explanation: str       # said next to the number
+    stages: tuple[float, ...] = ()
+
+    @property
+    def long(self) -> bool:
+        return self.seconds > LONG_RUN_S
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": round(self.seconds, 1), "phases": {k: round(v, 1) for k, v in self.phases.items()},
+                "source": self.source, "explanation": self.explanation,
+                "stages": [round(s, 1) for s in self.stages]}
+
+
+def costs_for(config: TrainConfig, root: Path | None, *, allow_probe: bool, exclude: Iterable[str] = (),
+              past: list[PastRun] | None = None) -> tuple[Costs, str, str]:
+    """(costs, source, explanation) by the rule in the module docstring."""
+    past = past_runs(root, exclude) if past is None else past
+    found = costs_from_past(config, past)
+    if found is not None:
+        costs, used, exact = found
+        runs_word = "run" if used == 1 else "runs"
+        how = f"from {used} past {runs_word} of this shape" if exact else \
+            f"from {used} past {runs_word} of other shapes, scaled by layers × hidden²"
+        crowding = contention_now()
+        if crowding > 1.1:
+            how += f", × {crowding:.1f} for the load other work puts on the CPUs now"
+        return scaled(costs, crowding), "past runs", f"{how} on this machine"
+    probed = probe_costs(config, cached_only=not allow_probe)
+    if probed is not None:
+        seconds = max(round(probed[1]), 1)
+        return probed[0], "probe", f"from a {seconds}-second probe of these models on this machine"
+    student, teacher = shapes_of(config)
+    return reference_costs(student, teacher), "reference", \
+        "from a reference throughput: no past runs, probe unavailable"
+
+
+def estimate_job(distill: TrainConfig, teacher: TrainConfig | None, sizes: tuple[int, int, int],
+                 root: Path | None, *, allow_probe: bool = True, exclude: Iterable[str] = ()) -> Estimate:
+    """The estimate of a run, or of a pipeline (teacher fine-tune, then distillation) with its stages summed."""
+    past = past_runs(root, exclude)
+    stages = [teacher, distill] if teacher is not None else [distill]
+    phases: dict[str, float] = {}
+    totals, sources = [], []
+    for config in stages:
+        costs, source, explanation = costs_for(config, root, allow_probe=allow_probe, past=past)
+        stage_plan = plan(config, sizes, costs)
+        totals.append(stage_plan.total)
+        sources.append((source, explanation))
+        for phase, seconds in stage_plan.seconds.items():
+            phases[phase] = phases.get(phase, 0.0) + seconds
+    # the weakest source of the stages is the one to tell
+    order = ["reference", "probe", "past runs"]
+    source, explanation = min(sources, key=lambda s: order.index(s[0]))
+    return Estimate(sum(totals), phases, source, explanation, tuple(totals))
+
+
+def run_plan(config: TrainConfig, sizes: tuple[int, int, int], root: Path, exclude: Iterable[str]) -> progress.Plan:
+    """The plan the live ETA uses for phases it has not measured yet (never probes: it runs in the page)."""
+    costs, _, _ = costs_for(config, root, allow_probe=False, exclude=exclude)
+    return plan(config, sizes, costs)
 
 
 def format_duration(seconds: float | None) -> str:

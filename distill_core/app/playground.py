@@ -1,6 +1,8 @@
 """The Playground's engine side: sample texts to try, one-thread interactive predictions, softened outputs."""
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,15 @@ def sample_texts(source: str, n: int = 8, seed: int = 0, text_column: str = "tex
     frame = frame.assign(_text=texts).sample(frac=1.0, random_state=seed)
     if "label" in frame.columns:  # round-robin over classes, so the samples cover every class
         frame = frame.assign(_rank=frame.groupby("label").cumcount()).sort_values("_rank", kind="stable")
-    return [t for t in frame["_text"].head(n).tolist() if t.strip()]
+    return [readable(t) for t in frame["_text"].head(n).tolist() if t.strip()]
+
+
+def readable(text: str) -> str:
+    """A sample as a person would write it: AG News keeps HTML entities without their "&" ("The nation #39;s")
+    and backslashes where lines broke; shown in the text box, they read as garbage."""
+    text = re.sub(r"\s?#39;", "'", text)  # "nation #39;s": the lost "&" left a space before the apostrophe
+    text = re.sub(r"(?<!&)#(\d{2,4});", lambda m: chr(int(m.group(1))), text)
+    return " ".join(html.unescape(text).replace("\\", " ").split())
 
 
 def predict_interactive(loaded, texts: Sequence[str]) -> dict[str, Any]:
@@ -46,3 +56,28 @@ def softened(logits: Sequence[float], temperature: float) -> list[float]:
     from ..evaluate import softmax_np
 
     return softmax_np(np.asarray(logits, dtype=np.float64)[None, :], temperature)[0].tolist()
+
+
+def cold_load_steps(spec: str, name: str, precision: str) -> dict[str, str]:
+    """The words of a model's first load in the Playground, so the wait says what it does: the status line
+    (name, precision, the weights' size on disk) and the step lines of reading, preparing and warming up."""
+    from .. import specs
+    from ..errors import UserError
+
+    try:
+        kind = specs.parse_spec(spec).kind
+    except UserError:  # a broken spec: the load itself will say what is wrong
+        kind = "local"
+    size_mb = specs.model_facts(spec)["size_mb"]
+    size = f"{size_mb:.1f}" if size_mb and size_mb < 10 else f"{size_mb or 0:,.0f}"
+    weights = (f"reading weights, ~{size} MB" if size_mb
+               else "fetching weights from the Hugging Face Hub" if kind == "hub" else "reading weights")
+    prepare = {"int8": "quantising the linear layers to int8", "bf16": "converting to bf16"}.get(precision)
+    return {
+        "label": f"Loading {name} ({precision}; first use: {weights})…",
+        "read": f"Reading the weights and tokenizer of {name}"
+                + (f" ({size_mb:,.1f} MB on disk)" if size_mb else "") + (f", then {prepare}" if prepare else "")
+                + "…",
+        "warm": "Warming up: one first prediction (memory and kernels are set up once, not in your wait)…",
+        "ready": f"{name} ({precision}) is ready",
+    }

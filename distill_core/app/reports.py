@@ -40,19 +40,47 @@ def html_report(title: str, figures: Sequence[Any], rows: Sequence[dict], notes:
             + "".join(f"<p>{html.escape(n)}</p>" for n in notes) + table + "".join(charts) + "</body></html>")
 
 
-def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path]) -> None:
+def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path], machine: dict | None = None) -> None:
     """Keep each run's benchmark rows in its bench.json (read by Compare, the report and the model card),
-    each stamped with the machine it was measured on (called right after measuring, in the measuring process)."""
+    each stamped with the machine it was measured on: ``machine`` as ``bench.benchmark_models`` returns it
+    (with the load average), else this machine now (call it in the measuring process)."""
     from ..bench import machine_info
 
-    info = machine_info()
-    machine = f"{info['cpu_model']}, {info['usable_cores']} usable cores, {info['platform']}"
+    info = machine or machine_info()
     by_spec: dict[Any, list[dict]] = {}
     for row in rows:
-        by_spec.setdefault(row.get("model"), []).append({"machine": machine, **row})
+        kept = {k: v for k, v in row.items() if k != "round_ms"}  # the rounds only matter within one result
+        by_spec.setdefault(row.get("model"), []).append({"machine": machine_summary(info), **kept})
     for spec, run_dir in spec_to_run_dir.items():
         if spec in by_spec and Path(run_dir).is_dir():
             storage.write_json_atomic(Path(run_dir) / runs.BENCH_FILE, by_spec[spec])
+
+
+def machine_summary(info: dict) -> str:
+    """One line of machine facts for a row or a report: CPU, cores, platform, torch, date, load average."""
+    facts = [f"{info.get('cpu_model')}, {info.get('usable_cores')} usable cores, {info.get('platform')}"]
+    if info.get("torch_version"):
+        facts.append(f"torch {info['torch_version']}")
+    if info.get("date"):
+        facts.append(f"measured {info['date']}")
+    load_before, load_after = info.get("load_before"), info.get("load_after")
+    if load_before and load_after:
+        facts.append(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    return "; ".join(facts)
+
+
+def bench_export_rows(result: dict, labels: dict[str, str] | None = None) -> list[dict]:
+    """A benchmark result's rows for the CSV and HTML exports: labelled, without the per-round medians, and
+    with the machine facts on every row (a CSV travels alone)."""
+    machine = result.get("machine") or {}
+    facts = {"cpu_model": machine.get("cpu_model"), "usable_cores": machine.get("usable_cores"),
+             "torch_threads": machine.get("threads"), "torch_version": machine.get("torch_version"),
+             "measured_at": machine.get("date"),
+             "load_before": (machine.get("load_before") or [None])[0],
+             "load_after": (machine.get("load_after") or [None])[0]}
+    labels = labels or {}
+    return [{**{k: v for k, v in row.items() if k != "round_ms"},
+             "model": labels.get(row.get("model"), row.get("model")), **facts} for row in result.get("rows", [])]
 
 
 def speed_accuracy_points(root: Path, rows: list[dict], labels: dict[str, str]) -> list[dict]:
