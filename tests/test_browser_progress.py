@@ -114,8 +114,10 @@ def test_quick_start_shows_phases_stages_and_a_calibrated_estimate(server, tmp_p
             elapsed = {re.search(r"elapsed ([^·]+)", b).group(1) for b in preparing if "elapsed" in b}
             assert len(elapsed) >= 2, f"preparing never showed its elapsed time moving: {bars}"
             assert any("about" in b and "left" in b for b in preparing), bars
-            phases = {b.split(" · ")[0].split(":")[0] for b in bars}
-            assert {"preparing", "training"} <= phases, bars
+            # The bar moved on past preparing (which later phase it caught depends on the machine: a tiny run's
+            # training can end between two of the panel's 2-second refreshes; test_progress checks every phase
+            # in the store).
+            assert len(set(bars)) >= 4 and any(not b.startswith(("preparing", "waiting")) for b in bars), bars
             assert teacher_stage_bars and not any("teacher logits" in b for b in teacher_stage_bars)  # fine-tune
             page.get_by_text(re.compile(r"^done in ")).first.wait_for()
             page.screenshot(path=str(page.shots / "progress-done.png"), full_page=True)
