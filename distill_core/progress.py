@@ -252,6 +252,11 @@ class Recorder:
             self._written_at = now
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (respects taskset and cgroup cpusets, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def load_1m() -> float | None:
     """The 1-minute load average (None where the OS does not say)."""
     try:

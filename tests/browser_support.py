@@ -125,6 +125,22 @@ def predict(tab, text: str) -> float:
 
 
 @contextlib.contextmanager
+def dashboard_server(env: Mapping[str, str], monkeypatch, log_path: Path) -> Iterator[str]:
+    """A dashboard on ``env`` that this test process shares (``env`` is set here too, so the test reads the same
+    store); yields its URL, and stops every run of its store at the end: never a worker left behind."""
+    from distill_core import pipeline, runs
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        with streamlit_server(env, log_path) as url:
+            yield url
+    finally:
+        for run_dir in runs.iter_run_dirs(Path(env["KD_RUNS_DIR"])):
+            pipeline.stop_run(run_dir)
+
+
+@contextlib.contextmanager
 def browser_tab(timeout_ms: int = 60_000) -> Iterator:
     """A Chromium tab (1400 x 1600) with a default timeout, and ``tab.shots``: the screenshot folder."""
     from playwright import sync_api

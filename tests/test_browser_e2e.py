@@ -20,11 +20,11 @@ from browser_support import (
     LOSS_POINTS_JS,
     browser_tab,
     dashboard_env,
+    dashboard_server,
     open_page,
     predict,
     set_number,
     settle,
-    streamlit_server,
     visible_text,
 )
 
@@ -43,14 +43,9 @@ pytest.importorskip("playwright.sync_api")
 def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
     """A dashboard with a private store, the tiny dataset as its only local data and the tiny teacher listed."""
     env = dashboard_env(tmp_path, tiny_data_dir, tiny_teacher_dir)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)  # this process shares the store with the server (background run below)
-    try:
-        with streamlit_server(env, tmp_path / "server.log") as url:
-            yield url
-    finally:
-        for run_dir in runs.iter_run_dirs(tmp_path / "runs"):
-            pipeline.stop_run(run_dir)  # never leave a worker behind
+    # this process shares the store with the server (the background run below)
+    with dashboard_server(env, monkeypatch, tmp_path / "server.log") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, browser_tab, dashboard_env, set_number, settle, streamlit_server, visible_text
+from browser_support import CHROMIUM, browser_tab, dashboard_env, dashboard_server, set_number, settle, visible_text
 
-from distill_core import pipeline, runs
+from distill_core import runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,14 +35,8 @@ def seconds_of(text: str) -> float:
 @pytest.fixture
 def server(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir):
     env = dashboard_env(tmp_path, tiny_data_dir, tiny_teacher_dir)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    try:
-        with streamlit_server(env, tmp_path / "server.log") as url:
-            yield url
-    finally:
-        for run_dir in runs.iter_run_dirs(tmp_path / "runs"):
-            pipeline.stop_run(run_dir)  # never leave a worker behind
+    with dashboard_server(env, monkeypatch, tmp_path / "server.log") as url:
+        yield url
 
 
 def configure_quick_start(page, name: str) -> str:

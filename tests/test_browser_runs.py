@@ -8,10 +8,10 @@ import shutil
 import time
 
 import pytest
-from browser_support import CHROMIUM, browser_tab, settle, streamlit_server, visible_text
+from browser_support import CHROMIUM, browser_tab, dashboard_server, settle, visible_text
 from runs_support import make_run, tiny_config, trained_run
 
-from distill_core import pipeline, runs, storage
+from distill_core import runs, storage
 from distill_core.app import runs_table
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,18 +31,14 @@ def store(tmp_path, monkeypatch, tiny_data_dir, tiny_teacher_dir, one_torch_thre
     env = {"KD_RUNS_DIR": str(root), "KD_CACHE_DIR": str(tmp_path / "cache"), "KD_DATA_DIR": str(tmp_path / "data"),
            "KD_UPLOADS_DIR": str(tmp_path / "uploads"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     shutil.copytree(tiny_data_dir, tmp_path / "data" / "tiny")
-    for key, value in env.items():
+    for key, value in env.items():  # the runs below are made in this process, with the server's settings
         monkeypatch.setenv(key, value)
     config = tiny_config(tmp_path / "data" / "tiny", tiny_teacher_dir)
     trained_run(root, "finished", config)
     trained_run(root, "stopped", config, stop_after_first_epoch=True)
     make_run(root, "old")
-    try:
-        with streamlit_server(env, tmp_path / "server.log") as url:
-            yield root, url
-    finally:
-        for run_dir in runs.iter_run_dirs(root):
-            pipeline.stop_run(run_dir)  # never leave a worker behind
+    with dashboard_server(env, monkeypatch, tmp_path / "server.log") as url:
+        yield root, url
 
 
 @pytest.fixture

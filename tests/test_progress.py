@@ -234,7 +234,7 @@ def test_calibration_divides_out_the_load_a_past_run_met(tmp_path):
     assert estimate.contention(8.0, 2) == 4.0
     assert estimate.contention(1.0, 2) == 1.0 and estimate.contention(None, 2) == 1.0
     run_dir = runs.create_run(tmp_path, "crowded", {"mode": "finetune", "student": "x"})
-    for load in (8.0 * estimate.usable_cores() / 2, None):
+    for load in (8.0 * progress.usable_cores() / 2, None):
         runs.append_metric(run_dir, {"kind": "phase_end", "phase": "training", "seconds": 40.0, "count": 10,
                                      "load_1m": load})
     runs.set_status(run_dir, "done")

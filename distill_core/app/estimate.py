@@ -13,7 +13,6 @@ Calibrated on this machine, in this order (the estimate always says which was us
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -173,16 +172,12 @@ def past_run(run_dir: Path) -> PastRun | None:
                    per_unit)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def contention(load: Any, cores: int | None = None) -> float:
     """How many times slower CPU work ran than on an uncrowded machine, from the 1-minute load average: runnable
     threads per usable core, at least 1 (a run's own threads fill the cores without slowing it). Unknown: 1."""
     if not isinstance(load, (int, float)) or load <= 0:
         return 1.0
-    return max(1.0, load / (cores or usable_cores()))
+    return max(1.0, load / (cores or progress.usable_cores()))
 
 
 def contention_now() -> float:

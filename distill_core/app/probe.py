@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import specs, storage
+from ..progress import usable_cores
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -42,7 +43,7 @@ class Job:
 
     def key(self) -> str:
         return "|".join(str(x) for x in (sorted(self.raw.items()), self.batch, self.length, self.backward,
-                                         _threads()))
+                                         usable_cores()))
 
 
 def model_config(spec: str | None, teacher: str | None) -> dict | None:
@@ -154,12 +155,6 @@ def _probe_path() -> Path:
     from ..batching import cache_root
 
     return cache_root() / PROBE_FILE
-
-
-def _threads() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 
