@@ -145,3 +145,8 @@ def test_column_guesses(columns, text, label):
 
     assert guess_label_column(columns) == label
     assert guess_text_columns(columns, label) == text
+
+
+def test_estimate_rows_finds_a_dataset_by_its_name():
+    """The CLI's `estimate --data ag_news_sample` names the embedded sample, not a path."""
+    assert datasets.estimate_rows("ag_news_sample") == (4000, 1000)

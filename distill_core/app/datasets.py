@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import SUPPORTED_SUFFIXES
+from ..data import SUPPORTED_SUFFIXES, resolve_local
 from ..errors import UserError
 from ..locations import data_roots, max_upload_mb, uploads_dir
 
@@ -127,8 +127,8 @@ def estimate_rows(source: str) -> tuple[int | None, int | None]:
     """
     if source in KNOWN_HUB_SIZES:
         return KNOWN_HUB_SIZES[source]
-    path = Path(source)
-    if not path.exists():
+    path = resolve_local(source)  # a path, or a dataset's name (ag_news_sample) as the CLI takes it
+    if path is None or not path.exists():
         return None, None
     if path.is_file():
         return _count_rows(path), None
