@@ -18,6 +18,9 @@ from .errors import UserError
 MODES = ("finetune", "distill")
 KD_LOSS_NAMES = ("kl", "mse")
 OPTIMIZERS = ("adamw", "adam")
+# Training precision: auto = bf16 autocast where the hardware computes bf16 natively (CPU AMX / AVX512-BF16, a
+# CUDA GPU with bf16), fp32 elsewhere; the choice made is recorded in the run's provenance.
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 _T = TypeVar("_T")
 # Rule texts ({low}, {high}: the bounds) where the plain "must be between" would lose words users know.
@@ -54,6 +57,12 @@ class DataConfig:
     max_length: int = _setting(
         150, "Truncation limit in tokens; batches are padded only to their longest row.", (8, 8192),
         "is out of range: use 8..8192 (8..512 for BERT-style models)")
+    # Unlabelled text the student learns from the teacher alone (its loss is the KD part only).
+    transfer: str | None = _setting(
+        None, "Unlabelled transfer text: 'rest' (training rows left out by the train subsample, labels dropped), "
+              "a file or a Hub dataset id (its text column is used). The teacher labels it; empty = none.")
+    transfer_samples: int | None = _setting(
+        None, "Use at most this many transfer-text rows (seeded sample; 0 = all).", (1, 100_000_000))
 
     def problems(self) -> list[Problem]:
         """Every bad setting, not only the first (the dashboard lists them all at once)."""
@@ -89,6 +98,21 @@ class TrainConfig:
         0.5, "Weight of the label (CE) loss; 1 - alpha weights the teacher (KD) loss (seed: 0.5).", (0.0, 1.0),
         "must be within [0, 1]: the weight of the label loss (seed: 0.5)")
     kd_loss: str = _setting("kl", "kl: T^2 * KL(teacher || student) on softened outputs; mse: squared error on logits.")
+    # Intermediate-layer terms, added to the total with these weights (0 = off). Any of them makes the teacher run
+    # on every training batch (its hidden states are too big to cache).
+    hidden_weight: float = _setting(
+        0.0, "Weight of the hidden-state MSE between mapped layers (TinyBERT/PKD; 0 = off).", (0.0, 1000.0))
+    attention_weight: float = _setting(
+        0.0, "Weight of the attention-distribution KL between mapped layers (TinyBERT/MiniLM; 0 = off).",
+        (0.0, 1000.0))
+    cosine_weight: float = _setting(
+        0.0, "Weight of the cosine loss between last hidden states (DistilBERT; 0 = off).", (0.0, 1000.0))
+    layer_map: str = _setting(
+        "", "Teacher layer (1-based) matched by each student layer, comma-separated, e.g. 2,4,6; "
+            "empty = evenly spaced.")
+    mixed_precision: str = _setting(
+        "auto", "Training precision: auto = bf16 autocast where the hardware has native bf16 (AMX/AVX512-BF16, "
+                "CUDA), else fp32; no = fp32; bf16; fp16 (CUDA only).")
     epochs: int = _setting(5, "Passes over the training rows (seed: 5); early stopping may end sooner.", (1, 100))
     lr: float = _setting(
         2e-5, "Peak learning rate (seed: 2e-5; small students and short runs like 1e-4).", (1e-7, 1.0),
@@ -123,7 +147,8 @@ class TrainConfig:
                             plain=f"config 'data' must be an object like {{'source': ...}}, not {self.data!r}")]
         found = self.data.problems() + _type_problems(self)
         bad = {problem.field for problem in found}
-        for name, known in (("mode", MODES), ("kd_loss", KD_LOSS_NAMES), ("optimizer", OPTIMIZERS)):
+        for name, known in (("mode", MODES), ("kd_loss", KD_LOSS_NAMES), ("optimizer", OPTIMIZERS),
+                            ("mixed_precision", MIXED_PRECISIONS)):
             if name not in bad and getattr(self, name) not in known:
                 found.append(Problem(name, getattr(self, name), f"is unknown: use one of {', '.join(known)}"))
         student_ok = "student" not in bad and bool(self.student.strip())
