@@ -21,6 +21,7 @@ def run() -> None:
         st.Page(PAGE_DIR / "train.py", title="Train", icon=":material/model_training:", default=True),
         st.Page(PAGE_DIR / "runs.py", title="Runs", icon=":material/table_rows:"),
         st.Page(PAGE_DIR / "compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page(PAGE_DIR / "sweeps.py", title="Sweeps", icon=":material/grid_on:"),
         st.Page(PAGE_DIR / "benchmark.py", title="Benchmark", icon=":material/speed:"),
         st.Page(PAGE_DIR / "playground.py", title="Playground", icon=":material/chat:"),
     ])

@@ -16,6 +16,7 @@ from app_pages import ui
 from distill_core import bench_jobs, bench_stats, figures, hosting, specs
 from distill_core.app import catalog, reports
 from distill_core.errors import UserError
+from distill_core.precision import PRECISION_HELP, PRECISIONS
 
 CAPTION = ("Latency and throughput on this server's CPU with synthetic inputs of exactly batch × length tokens, "
            "measured in a separate process: warm-up passes first, then the models take turns (A B, B A, ...) so "
@@ -76,8 +77,8 @@ def settings(models: dict[str, str], root: Path) -> Grid:
     batch_sizes = c1.multiselect("Batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], default=[1, 32], key="b_batch")
     seq_lens = c2.multiselect("Sequence lengths (tokens)", [16, 32, 64, 128, 150, 256, 512], default=[64],
                               key="b_seq")
-    precisions = c3.multiselect("Precision", ["fp32", "bf16", "int8"], default=["fp32"], key="b_precision",
-                                help="bf16: autocast; int8: dynamic quantisation of the linear layers.")
+    precisions = c3.multiselect("Precision", list(PRECISIONS), default=["fp32"], key="b_precision",
+                                help="  \n".join(f"{p}: {PRECISION_HELP[p]}." for p in PRECISIONS))
     threads = c4.number_input("Threads (0 = default)", min_value=0, max_value=os.cpu_count() or 1, value=0,
                               key="b_threads", help="torch threads during the measurement; recorded in every row.")
     c1, c2, _ = st.columns([1, 1, 2])

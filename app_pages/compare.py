@@ -95,15 +95,40 @@ def pick_runs(finished: dict[str, dict]) -> list[str]:
 
 
 def summary_table(root: Path, selected: list[str]) -> list[dict]:
+    """The comparison table: runs that differ only in their seed as one row, mean ± std over the seeds, unless
+    the toggle asks for each run. Returns the rows of every selected run (the report quotes each)."""
     rows = compare.comparison_rows(root, selected)
-    measured = any(r.get("latency_ms_b1") is not None for r in rows)
+    grouped = compare.grouped_comparison_rows(root, selected)
+    seeded = len(grouped) < len(rows)
+    each_run = seeded and st.toggle("Show each seed's run", key="c_each_seed",
+                                    help="Runs whose settings differ only in the seed are one row by default: the "
+                                         "mean ± standard deviation over the seeds (n − 1).")
+    shown = rows if each_run or not seeded else grouped
+    measured = any(r.get("latency_ms_b1") is not None for r in shown)
     cells = {k: v for k, v in SUMMARY_CELLS.items() if measured or k != "latency_ms_b1"}
-    st.dataframe(compare.display_table(rows, cells, missing={"latency_ms_b1": compare.NOT_MEASURED}),
+    st.dataframe(compare.display_table(shown, cells, missing={"latency_ms_b1": compare.NOT_MEASURED}),
                  hide_index=True, column_config=COLUMN_CONFIG, key="c_summary")
-    st.caption(compare.scored_rows_note(rows) + ("" if measured else " Latency appears once the models are measured "
-                                                 "on the Benchmark page."))
-    gains(rows)
+    seeds_note = (" Rows marked (n seeds) are the mean ± standard deviation over those runs." if shown is grouped
+                  and seeded else "")
+    st.caption(compare.scored_rows_note(shown) + seeds_note + ("" if measured else " Latency appears once the "
+                                                               "models are measured on the Benchmark page."))
+    gains(shown)
+    speed_and_accuracy(shown)
     return rows
+
+
+def speed_and_accuracy(rows: list[dict]) -> None:
+    """Accuracy against throughput with the Pareto frontier; a row of several seeds is one point with error
+    bars. Drawn once some model's speed is measured (Benchmark page)."""
+    points, batch = compare.speed_accuracy_points(rows)
+    if not points:
+        return
+    fig = figures.fit_percent_axis(figures.speed_accuracy_scatter(points), pad=0.01)
+    fig.update_layout(title=f"Accuracy vs throughput at batch {batch}")
+    names = {point["name"] for point in points}
+    columns = {"model": "text", "test_accuracy": "percent", f"samples_per_s_b{batch}": "one_decimal"}
+    table = compare.display_table([r for r in rows if r["model"] in names], columns)
+    ui.chart(fig, key="c_speed_accuracy", table=table)
 
 
 def gains(rows: list[dict]) -> None:

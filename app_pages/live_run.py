@@ -105,7 +105,8 @@ def header(root: Path, name: str, view: views.LiveView) -> None:
     teacher = f" · teacher `{specs.spec_label(config['teacher'], root)}`" if config.get("teacher") \
         and mode != "finetune" else ""
     st.caption(f"{mode} · {model} `{specs.spec_label(config.get('student'), root)}`{teacher}"
-               f" · data `{specs.spec_label((config.get('data') or {}).get('source'))}`")
+               f" · data `{specs.spec_label((config.get('data') or {}).get('source'))}`"
+               + (f" · {view.precision_text}" if view.precision_text else ""))
 
 
 def state_notice(run_dir: Path, view: views.LiveView) -> None:

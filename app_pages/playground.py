@@ -11,6 +11,7 @@ from app_pages import ui
 from distill_core import figures, hosting, inference, specs
 from distill_core.app import catalog, playground
 from distill_core.errors import UserError
+from distill_core.precision import PRECISION_HELP, PRECISIONS
 
 CAPTION = "Type a text and compare what teacher and students predict, how sure they are and how long they take."
 FALLBACK_TEXT = "Stocks rallied after the central bank held rates steady."
@@ -72,8 +73,8 @@ def pick_models(root: Path) -> tuple[dict[str, str], list[str], str]:
     chosen = c1.multiselect("Models", list(models), default=catalog.default_pair(root, models), key="p_models",
                             format_func=models.get, help="Trained classifiers: finished runs, their teachers, local "
                                                          "models.")
-    precision = c2.segmented_control("Precision", ["fp32", "bf16", "int8"], default="fp32", key="p_precision",
-                                     required=True)
+    precision = c2.selectbox("Precision", list(PRECISIONS), key="p_precision",
+                             help="  \n".join(f"{p}: {PRECISION_HELP[p]}." for p in PRECISIONS))
     return models, chosen, precision
 
 

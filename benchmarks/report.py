@@ -385,6 +385,30 @@ def _flag(words: list[str], name: str) -> str:
     return words[words.index(name) + 1] if name in words[:-1] else "?"
 
 
+def _memory_stages(stages: dict[str, dict]) -> list[str]:
+    """Where a distillation run's resident set goes: one column of RSS (and peak so far) per measured variant."""
+    if not stages:
+        return []
+    labels = list(stages)
+    order = [m["stage"] for m in stages[labels[0]]["marks"]]
+    body = []
+    for stage in order:
+        row: list[Any] = [stage]
+        for label in labels:
+            mark = next((m for m in stages[label]["marks"] if m["stage"] == stage), None)
+            row.append(None if mark is None else f"{mark['rss_mb']:,.0f} ({mark['peak_mb']:,.0f})")
+        body.append(row)
+    body.append(["**peak RSS**", *(f"**{stages[label]['peak_rss_mb']:,.0f}**" for label in labels)])
+    first = stages[labels[0]]
+    sizes, settings = first["split_sizes"], first["settings"]
+    return [f"Where a distillation run's memory goes (`--parts stages`: `train.prepare` + `train.execute` in one "
+            f"process, VmRSS as each stage ends, VmHWM so far in brackets, MB; teacher: {first['teacher_kind']}, "
+            f"student `truncate:3`, train {sizes['train']:,} / valid {sizes['validation']:,} / test "
+            f"{sizes['test']:,} rows, batch {settings['batch_size']}, {settings['epochs']} epoch, "
+            f"{first['torch_threads']} torch threads):\n",
+            table(["stage ends", *labels], body) + "\n"]
+
+
 def section_memory(mem: dict | None) -> str:
     out = ["## 4. Memory (peak resident set)\n"]
     if not mem:
@@ -411,6 +435,7 @@ def section_memory(mem: dict | None) -> str:
             body.append(["the app idle, before any page was opened", f(a["idle_server"].get("VmHWM"), 0),
                          "VmHWM of the server process", None])
     out.append(table(["what", "peak RSS MB", "how", "wall s"], body) + "\n")
+    out.extend(_memory_stages(mem.get("stages") or {}))
     refs = mem.get("reference_runs", [])
     if d and refs:
         out.append(f"Training has no memory target. Its peak did not grow with the data: the {sizes['train']:,}-row "
@@ -454,6 +479,8 @@ measured here.
 
 
 def build(results: dict[str, dict | None]) -> str:
+    import report_peers  # here, not at the top: it imports this module's table helpers
+
     parts = [
         "# Benchmarks\n",
         "Performance of KD Studio on this machine: training throughput against the seed article's loop, CPU "
@@ -466,11 +493,15 @@ def build(results: dict[str, dict | None]) -> str:
         section_memory(results["memory"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
+        report_peers.section_peers_train(results["peers_train"]),
+        report_peers.section_serving(results["serving_peers"]),
     ]
+    parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
     return "\n".join(parts)
 
 
-NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory")
+NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
+         "serving_peers", "quickstart")
 
 
 def main() -> int:

@@ -31,28 +31,60 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def tokenize_splits(data: LoadedData, tokenizer, max_length: int):
     """Tokenise without padding (the collator pads each batch to its longest row), cached on disk."""
-    tok_key = tokenizer_fingerprint(tokenizer)
-    out = {}
-    for split, dataset in data.splits.items():
-        # The cached file holds every column, labels included: key it by the labels and label names as well as
-        # the texts (ids), or relabelled data with the same texts would train on the stale labels.
-        rows_digest = hashlib.sha1("".join(dataset["example_id"]).encode())
-        rows_digest.update(np.asarray(dataset["label"], dtype=np.int64).tobytes())
-        rows_digest.update(json.dumps(data.label_names).encode())
-        key = f"{tok_key}-{max_length}-{rows_digest.hexdigest()[:16]}"
-        cache_file = cache_root() / "tokenized" / f"{key}.arrow"
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        out[split] = dataset.map(
-            lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
-            batched=True, cache_file_name=str(cache_file), load_from_cache_file=True,
-            desc=f"tokenising {split}",
-            # Our key already names the result; without it `datasets` dill-pickles the whole tokenizer (its 30k
-            # vocabulary) to fingerprint every call, which cost more than the tokenisation itself.
-            new_fingerprint=hashlib.sha1(key.encode()).hexdigest()[:32],
-        )
     import datasets
 
-    return datasets.DatasetDict(out)
+    return datasets.DatasetDict({split: tokenize_rows(dataset, tokenizer, max_length, data.label_names, split)
+                                 for split, dataset in data.splits.items()})
+
+
+def tokenize_rows(dataset, tokenizer, max_length: int, label_names: list[str], name: str):
+    """One split (or the transfer rows) tokenised, cached on disk as an Arrow file that `datasets` memory-maps,
+    so a tokenised split costs page cache, not resident memory."""
+    # The cached file holds every column, labels included: key it by the labels and label names as well as the
+    # texts (ids), or relabelled data with the same texts would train on the stale labels.
+    rows_digest = hashlib.sha1("".join(dataset["example_id"]).encode())
+    rows_digest.update(np.asarray(dataset["label"], dtype=np.int64).tobytes())
+    rows_digest.update(json.dumps(label_names).encode())
+    key = f"{tokenizer_fingerprint(tokenizer)}-{max_length}-{rows_digest.hexdigest()[:16]}"
+    cache_file = cache_root() / "tokenized" / f"{key}.arrow"
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True, cache_file_name=str(cache_file), load_from_cache_file=True, desc=f"tokenising {name}",
+        # Our key already names the result; without it `datasets` dill-pickles the whole tokenizer (its 30k
+        # vocabulary) to fingerprint every call, which cost more than the tokenisation itself.
+        new_fingerprint=hashlib.sha1(key.encode()).hexdigest()[:32],
+    )
+
+
+class TrainRows:
+    """The training rows a loader draws from: tokenised labelled rows, then tokenised transfer rows (label -100),
+    each row with its teacher logits (one float32 array, row i for row i) when there is a teacher.
+
+    The logits are attached per row as the loader reads it, not stored as a dataset column: a column built with
+    `add_column(logits.tolist())` held every logit as a Python float (~10x the array) plus an in-memory Arrow copy.
+    """
+
+    def __init__(self, parts: list[Any], teacher_logits: np.ndarray | None = None):
+        self.parts = [part for part in parts if part is not None and len(part)]
+        self.starts = np.cumsum([0, *(len(part) for part in self.parts)])
+        if teacher_logits is not None and len(teacher_logits) != self.starts[-1]:
+            raise ValueError(f"{len(teacher_logits)} teacher logit rows for {self.starts[-1]} training rows")
+        self.teacher_logits = teacher_logits
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        part = int(np.searchsorted(self.starts, index, side="right")) - 1
+        row = dict(self.parts[part][int(index - self.starts[part])])
+        if self.teacher_logits is not None:
+            row["teacher_logits"] = self.teacher_logits[index]
+        return row
+
+    def lengths(self) -> list[int]:
+        """Tokens per row, in row order (what the length-grouped sampler batches by)."""
+        return [len(ids) for part in self.parts for ids in part["input_ids"]]
 
 
 class Collator:
@@ -71,7 +103,8 @@ class Collator:
         if "label" in rows[0]:  # prediction-only callers may pass model inputs alone
             batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
         if "teacher_logits" in rows[0]:
-            batch["teacher_logits"] = torch.tensor([row["teacher_logits"] for row in rows], dtype=torch.float32)
+            batch["teacher_logits"] = torch.from_numpy(
+                np.stack([np.asarray(row["teacher_logits"], dtype=np.float32) for row in rows]))
         return batch
 
 

@@ -1,4 +1,6 @@
-"""CPU inference benchmarking: latency and throughput of sequence classifiers at fp32, bf16 and dynamic int8.
+"""CPU inference benchmarking: latency and throughput of sequence classifiers at fp32, bf16 and dynamic int8,
+through PyTorch or ONNX Runtime (``ort-fp32``, ``ort-int8``: timed exactly like the PyTorch precisions, same inputs,
+warm-up, repeats, interleaving and thread count; the ONNX export happens before the warm-up, outside the timing).
 
 Method (after nanoGPT's ``bench.py``): synthetic inputs of exactly ``batch x seq_len`` tokens, the models in eval
 mode under ``torch.inference_mode``, ``warmup`` untimed forward passes (first-call allocations, oneDNN kernel
@@ -225,9 +227,10 @@ def benchmark_models(models: Mapping[str, torch.nn.Module], *, settings: BenchSe
     latency_ms_p50/p25/p75/p95/min/mean/std, samples_per_s (batch_size / p50), repeats (timed passes run),
     rounds, round_ms (the model's median per round, for paired ratios), warmup, load_1m (load average as the
     cell began), parameters (of the fp32 model), size_mb (safetensors bytes for fp32/bf16, torch.save bytes
-    for int8, whose packed weights safetensors cannot hold), torch_version, gflops_per_s (``forward_flops`` /
-    p50; compare with ``matmul_peak_gflops``). ``machine`` is :func:`machine_info` plus the threads used and
-    the load average before and after; ``warnings`` lists wide spreads and a busy machine.
+    for int8, whose packed weights safetensors cannot hold, the ONNX file for ort-*), torch_version,
+    gflops_per_s (``forward_flops`` / p50; compare with ``matmul_peak_gflops``). ``machine`` is
+    :func:`machine_info` plus the threads used, the load average before and after (and onnxruntime_version when
+    an ort-* precision was timed); ``warnings`` lists wide spreads and a busy machine.
 
     Speed is only half the story: measure accuracy for every precision too (see ``prepare_for_precision``).
     """
@@ -247,7 +250,7 @@ def benchmark_models(models: Mapping[str, torch.nn.Module], *, settings: BenchSe
         with _num_threads(threads):
             for precision in settings.precisions:
                 prepared = {name: prepare_for_precision(model, precision) for name, model in models.items()}
-                sizes_mb = {name: _state_dict_mb(served, precision) for name, (served, _) in prepared.items()}
+                sizes_mb = {name: _served_size_mb(served, precision) for name, (served, _) in prepared.items()}
                 for batch_size in settings.batch_sizes:
                     for seq_len in settings.seq_lens:
                         load_1m = _load_average()[0]
@@ -264,6 +267,10 @@ def benchmark_models(models: Mapping[str, torch.nn.Module], *, settings: BenchSe
         for name, model in models.items():
             model.train(was_training[name])
     machine = {**machine_info(), "threads": threads, "load_before": load_before, "load_after": _load_average()}
+    if any(p.startswith("ort-") for p in settings.precisions):
+        import onnxruntime
+
+        machine["onnxruntime_version"] = onnxruntime.__version__
     warnings = bench_stats.spread_warnings(rows)
     busy = bench_stats.load_warning(load_before, machine["load_after"], machine["usable_cores"], threads)
     return {"rows": rows, "machine": machine, "warnings": ([busy] if busy else []) + warnings}
@@ -364,6 +371,12 @@ def _synthetic_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int,
     if token_types:
         inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long)
     return inputs
+
+
+def _served_size_mb(served: Any, precision: str) -> float:
+    """Bytes of what is served: the ONNX file for ORT, the state dict for PyTorch."""
+    size_mb = getattr(served, "size_mb", None)  # onnx_serving.OrtClassifier
+    return float(size_mb) if size_mb is not None else _state_dict_mb(served, precision)
 
 
 def _state_dict_mb(model: torch.nn.Module, precision: str) -> float:

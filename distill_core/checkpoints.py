@@ -2,7 +2,9 @@
 
 - ``model/`` (runs.MODEL_DIR): the student at its best valid_accuracy so far, as save_pretrained writes it;
 - ``checkpoint/`` (runs.CHECKPOINT_DIR): Accelerate's save_state of the last completed epoch (weights, optimiser,
-  scheduler, RNG) plus ``trainer_state.json`` (epoch, step, early-stopping state), what `resume` continues from.
+  scheduler, RNG) plus ``trainer_state.json`` (epoch, step, early-stopping state), what `resume` continues from;
+- ``projection.safetensors`` (PROJECTION_FILE): the learned student -> teacher projection of a run with layer
+  terms between different widths, at the last completed epoch (also inside checkpoint/, which resume reads).
 
 Both are written to a staging folder and swapped in by rename, so a kill during a save keeps the previous copy
 whole, and a failed write (a full disk) removes its staging folder and raises storage.WriteError naming the target.
@@ -17,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from . import runs, storage
+
+# The learned projection of a run with layer terms between different widths (objective.make_projection).
+PROJECTION_FILE = "projection.safetensors"
 
 
 @contextlib.contextmanager
@@ -57,6 +62,29 @@ def save_model(accelerator, model, tokenizer, run_dir: Path) -> None:
         accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
     _swap_in(staging, target)
+
+
+def projection_path(run_dir: Path) -> Path:
+    return Path(run_dir) / PROJECTION_FILE
+
+
+def save_projection(accelerator, projection, run_dir: Path) -> None:
+    """Write the learned student -> teacher projection of the last completed epoch as ``projection.safetensors``
+    (main process only), beside model/ and never inside it: model/ stays a plain classifier. Resume restores the
+    projection with the rest of the checkpoint (Accelerate saves every model it prepared); this file is the copy a
+    person or a later run can read without Accelerate."""
+    from safetensors.torch import save_file
+
+    target = projection_path(run_dir)
+    staging = target.with_name(f"{target.name}{runs.STAGING_SUFFIXES[0]}")
+    state = {name: tensor.detach().cpu().contiguous()
+             for name, tensor in accelerator.unwrap_model(projection).state_dict().items()}
+    try:
+        save_file(state, str(staging))
+        os.replace(staging, target)
+    except Exception as exc:
+        staging.unlink(missing_ok=True)
+        raise storage.write_error(exc, target) from exc
 
 
 def checkpoint_dir(run_dir: Path) -> Path:

@@ -104,7 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if out.exists() and not existing_config and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"run folder {out} already exists: choose another --out or delete it")
     progress = ProgressPrinter(getattr(args, "quiet", False))
-    accelerator = make_accelerator(getattr(args, "mixed_precision", None))
+    accelerator = make_accelerator(config.mixed_precision)
     # Every process has checked --out before any creates it (no race under accelerate launch / torchrun).
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -194,6 +194,39 @@ def _cmd_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     stages = [_run_summary(root.resolve() / run_name, result)
               for run_name, result in zip((teacher_name, distill_name), results, strict=False)]
     return {"runs": stages, "state": stages[-1]["state"] if len(stages) == 2 else "cancelled"}
+
+
+def _cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from . import sweep
+    from .cli_args import DATA_FLAGS, KD_FLAGS, MODEL_FLAGS, TRAIN_FLAGS
+    from .presets import get_preset
+
+    base = config_from_args(args)
+    if base.teacher is None and args.preset and get_preset(args.preset).teacher:
+        base = replace(base, teacher=get_preset(args.preset).teacher)  # as distill --preset takes it
+    names = {field: flag for flag, field in {**DATA_FLAGS, **TRAIN_FLAGS, **KD_FLAGS, **MODEL_FLAGS}.items()}
+    names |= sweep.CLI_NAMES
+    plan = sweep.SweepConfig(base, tuple(args.temperatures), tuple(args.alphas), tuple(args.seeds or ()),
+                             tuple(args.methods or ()))
+    out = _out_folder(args.out)
+    root, name = out.parent, out.name
+    if args.background:
+        group = sweep.start_sweep(root, name, plan, names=names, created_by="cli")
+        return {**group.as_dict(), "cells": len(group.cells), "follow": str(group.run_dirs[0])}
+    progress = ProgressPrinter(args.quiet)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("kind") == "note":
+            progress.close()  # a new cell: its bars start afresh
+        progress(event)
+
+    try:
+        group = sweep.run_sweep_here(root, name, plan, names=names, on_event=on_event)
+    finally:
+        progress.close()
+    return sweep.summary(group)
 
 
 def _run_summary(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -413,6 +446,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipeline, "estimate": _cmd_estimate,
+            "sweep": _cmd_sweep,
             "evaluate": _cmd_evaluate,
             "benchmark": _cmd_benchmark, "bench-job": _cmd_bench_job, "probe": _cmd_probe, "push": _cmd_push,
             "worker": _cmd_worker,

@@ -12,27 +12,31 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .config import KD_LOSS_NAMES, OPTIMIZERS, DataConfig, TrainConfig, config_field, help_for
+from .config import KD_LOSS_NAMES, MIXED_PRECISIONS, OPTIMIZERS, DataConfig, TrainConfig, config_field, help_for
 from .errors import UserError
 from .presets import PRESETS, Preset, TeacherStage, get_preset
 
-PRECISIONS = ["fp32", "bf16", "int8"]
+PRECISIONS = ["fp32", "bf16", "int8", "ort-fp32", "ort-int8"]  # ort-*: ONNX Runtime (onnx_serving.py)
 # flag -> the config field it sets; the flag's dest is its name with dashes as underscores.
 DATA_FLAGS = {"--data": "source", "--text-column": "text_column", "--label-column": "label_column",
               "--valid-fraction": "valid_fraction", "--test-fraction": "test_fraction",
-              "--train-samples": "train_samples", "--eval-samples": "eval_samples", "--max-length": "max_length"}
+              "--train-samples": "train_samples", "--eval-samples": "eval_samples", "--max-length": "max_length",
+              "--transfer": "transfer", "--transfer-samples": "transfer_samples"}
 TRAIN_FLAGS = {"--epochs": "epochs", "--lr": "lr", "--batch-size": "batch_size", "--optimizer": "optimizer",
                "--warmup-ratio": "warmup_ratio", "--weight-decay": "weight_decay", "--dropout": "dropout",
                "--patience": "patience", "--seed": "seed", "--eval-batch-size": "eval_batch_size",
-               "--max-steps": "max_steps", "--log-every": "log_every_steps", "--teacher-cache": "teacher_cache"}
-KD_FLAGS = {"--temperature": "temperature", "--alpha": "alpha", "--loss": "kd_loss"}
+               "--max-steps": "max_steps", "--log-every": "log_every_steps", "--teacher-cache": "teacher_cache",
+               "--mixed-precision": "mixed_precision"}
+KD_FLAGS = {"--temperature": "temperature", "--alpha": "alpha", "--loss": "kd_loss",
+            "--hidden-weight": "hidden_weight", "--attention-weight": "attention_weight",
+            "--cosine-weight": "cosine_weight", "--layer-map": "layer_map"}
 MODEL_FLAGS = {"--model": "student", "--student": "student", "--teacher": "teacher"}
 FIELD_OF_DEST = {flag[2:].replace("-", "_"): name
                  for flag, name in {**DATA_FLAGS, **TRAIN_FLAGS, **KD_FLAGS, **MODEL_FLAGS}.items()}
 DATA_FIELDS = frozenset(DATA_FLAGS.values())
 # Optional counts the dashboard and the CLI take as 0 = unset (None in the config, where 0 is refused).
-ZERO_IS_UNSET = frozenset({"train_samples", "eval_samples", "patience", "max_steps"})
-CHOICES = {"optimizer": OPTIMIZERS, "kd_loss": KD_LOSS_NAMES}
+ZERO_IS_UNSET = frozenset({"train_samples", "eval_samples", "patience", "max_steps", "transfer_samples"})
+CHOICES = {"optimizer": OPTIMIZERS, "kd_loss": KD_LOSS_NAMES, "mixed_precision": MIXED_PRECISIONS}
 # What a pipeline's teacher fine-tune uses when neither the command line nor a preset says.
 TEACHER_STAGE_DEFAULTS = TeacherStage(base="", epochs=3, lr=5e-5)
 _TYPES = {"int": int, "float": float, "str": str}
@@ -73,8 +77,6 @@ def _add_train_args(parser: argparse.ArgumentParser, command: str) -> None:
         # A fine-tune keeps the model's own dropout unless told (a teacher is trained as its authors did).
         shown = "the model's own" if (command, name) == ("finetune", "dropout") else None
         _add_field_flag(parser, flag, name, default_text=shown)
-    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
-                        help="autocast for training (accelerate); default: accelerate's config")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
 
 
@@ -85,7 +87,8 @@ def _add_kd_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_preset_arg(parser: argparse.ArgumentParser, command: str) -> None:
     lines = [f"{name!r}: {preset.summary}" + (" (pipeline only)" if preset.teacher_stage and command == "distill"
-                                              else "") for name, preset in PRESETS.items()]
+                                              else " (loss settings only)" if preset.kind == "method" else "")
+             for name, preset in PRESETS.items()]
     parser.add_argument("--preset", choices=list(PRESETS), metavar="NAME",
                         help=("a named recipe that sets every option not given on this command line; "
                               + "; ".join(lines)).replace("%", "%%"))
@@ -137,6 +140,33 @@ def _add_estimate_command(commands: Any) -> None:
     _add_train_args(estimate, "distill")
 
 
+def _add_sweep_command(commands: Any) -> None:
+    from .sweep import MAX_CELLS, METHODS
+
+    sweep = commands.add_parser("sweep", help="distil one student per cell of a temperature x alpha grid (x seeds, "
+                                "x methods): runs OUT-T2-a0.5-s42 ..., one at a time, sharing the teacher's cached "
+                                f"logits; at most {MAX_CELLS} cells; JSON with one entry per cell and the best")
+    _add_preset_arg(sweep, "distill")
+    _add_field_flag(sweep, "--teacher", "teacher")
+    _add_field_flag(sweep, "--student", "student")
+    sweep.add_argument("--temperatures", type=float, nargs="+", required=True, metavar="T",
+                       help="the temperatures to try, e.g. 1 2 4")
+    sweep.add_argument("--alphas", type=float, nargs="+", required=True, metavar="A",
+                       help="the alphas (weight of the label loss) to try, e.g. 0.1 0.5 0.9")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                       help="seeds to repeat every setting with (mean and spread per setting). Default: --seed.")
+    sweep.add_argument("--methods", nargs="+", choices=list(METHODS), default=None, metavar="M",
+                       help="loss terms to try besides T and alpha, each a method preset's: "
+                            + ", ".join(f"{short} ({name})" for short, name in METHODS.items())
+                            + ". Default: the loss options given (--loss ...).")
+    for flag, name in KD_FLAGS.items():
+        if name not in ("temperature", "alpha"):  # swept: --temperatures, --alphas
+            _add_field_flag(sweep, flag, name)
+    sweep.add_argument("--background", action="store_true", help="queue the cells in background workers (as the "
+                       "dashboard does; one at a time) and return at once with JSON naming the group and its runs")
+    _add_train_args(sweep, "sweep")
+
+
 def _add_model_commands(commands: Any) -> None:
     evaluate = commands.add_parser("evaluate", help="test metrics of a model")
     evaluate.add_argument("--model", required=True, help="model to score: run folder, model folder or Hub id")
@@ -147,7 +177,8 @@ def _add_model_commands(commands: Any) -> None:
                                "--test-fraction on a single file) score the seeded splits a training run carves. "
                                "Default: test.")
     evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                          help="weights used for inference. Default: %(default)s.")
+                          help="weights used for inference (ort-*: ONNX Runtime; --reference runs at the same "
+                               "precision). Default: %(default)s.")
     evaluate.add_argument("--batch-size", type=int, default=128, help="inference batch size. Default: %(default)s.")
     evaluate.add_argument("--seed", type=int, default=42,
                           help="seed of the validation split (use the run's seed). Default: %(default)s.")
@@ -162,7 +193,8 @@ def _add_model_commands(commands: Any) -> None:
     bench.add_argument("--seq-lens", type=int, nargs="+", default=[32, 64, 150],
                        help="sequence lengths in tokens to time. Default: %(default)s.")
     bench.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"],
-                       help="weight precisions to time. Default: %(default)s.")
+                       help="weight precisions to time (ort-fp32, ort-int8: ONNX Runtime, exported once per "
+                            "model and cached, timed exactly like PyTorch). Default: %(default)s.")
     bench.add_argument("--threads", type=int, default=None, help="torch threads while timing. Default: torch's own.")
     bench.add_argument("--warmup", type=int, default=3, help="untimed calls per cell first. Default: %(default)s.")
     bench.add_argument("--repeats", type=int, default=20,
@@ -178,11 +210,13 @@ def _add_model_commands(commands: Any) -> None:
                                                       "dashboard")
     bench_job.add_argument("--job-dir", required=True, type=Path, help="the job folder (request.json)")
 
-    export = commands.add_parser("export", help="save a trained model at fp32, bf16 or int8 for serving")
+    export = commands.add_parser("export", help="save a trained model at fp32, bf16 or int8 for serving, or as "
+                                 "model.onnx for ONNX Runtime (ort-fp32, ort-int8)")
     export.add_argument("--model", required=True, help="trained model: run folder, model folder or Hub id")
     export.add_argument("--precision", choices=PRECISIONS, default="bf16",
-                        help="bf16: bfloat16 safetensors; int8: fp32 weights + a hint to quantize at load time. "
-                             "Default: %(default)s.")
+                        help="bf16: bfloat16 safetensors; int8: fp32 weights + a hint to quantize at load time; "
+                             "ort-fp32 / ort-int8: model.onnx (int8: dynamically quantized) + tokenizer + a README "
+                             "saying how to run it with onnxruntime. Default: %(default)s.")
     export.add_argument("--out", required=True, type=Path, help="new (or empty) folder to write")
 
 
@@ -247,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_commands(commands)
     _add_estimate_command(commands)
+    _add_sweep_command(commands)
     _add_model_commands(commands)
     _add_run_commands(commands)
     _add_report_command(commands)
@@ -279,7 +314,9 @@ def _preset(args: argparse.Namespace) -> Preset | None:
 
 
 def _preset_values(preset: Preset, command: str) -> dict[str, Any]:
-    values = {**preset.data, **preset.train, "student": preset.student}
+    values = {**preset.data, **preset.train}
+    if preset.student:  # a method preset keeps the --student given
+        values["student"] = preset.student
     if preset.data_source:
         values["source"] = preset.data_source
     if preset.teacher and command == "distill":  # a pipeline's teacher is made from --base

@@ -151,6 +151,13 @@ class TrainConfig:
                             ("mixed_precision", MIXED_PRECISIONS)):
             if name not in bad and getattr(self, name) not in known:
                 found.append(Problem(name, getattr(self, name), f"is unknown: use one of {', '.join(known)}"))
+        if self.mixed_precision == "fp16" and "mixed_precision" not in bad:
+            from .hardware import cuda_available  # imports torch: only for the one value that needs a GPU
+
+            if not cuda_available():
+                found.append(Problem("mixed_precision", "fp16", "fp16 needs a CUDA GPU and none is available: use "
+                                     "auto, bf16 or no", plain="--mixed-precision fp16 needs a CUDA GPU and none "
+                                     "is available: use auto, bf16 or no", show_value=False))
         student_ok = "student" not in bad and bool(self.student.strip())
         if "student" not in bad and not student_ok:
             found.append(Problem("student", self.student, "is empty: name the model to train",
@@ -164,12 +171,28 @@ class TrainConfig:
             found.append(Problem("student", self.student, "is built from a teacher: name a teacher or distil",
                                  plain=f"student spec {self.student!r} is built from a teacher: pass --teacher or "
                                        "use distill"))
+        if "layer_map" not in bad:
+            found += layer_map_syntax_problems(self.layer_map)
         return found + _range_problems(self, bad)
 
     def validate(self, names: Mapping[str, str] | None = None) -> None:
         """Raise one SettingsError listing every problem; ``names`` says each field as its face does (the form's
         labels, the CLI's flags); without it a field is named as in config.json."""
         _raise_problems(self.problems(), names)
+
+
+def layer_map_syntax_problems(text: str) -> list[Problem]:
+    """A layer map before any model is known: empty (evenly spaced), or whole numbers >= 1 separated by commas.
+    Its length and range depend on the two models: preflight.check_layer_terms checks those."""
+    parts = [part.strip() for part in text.split(",")] if text.strip() else []
+    bad = [part for part in parts if not (part.isascii() and part.isdigit() and int(part) >= 1)]
+    if not bad:
+        return []
+    shown = ", ".join(repr(part) for part in bad)
+    return [Problem("layer_map", text, f"must list teacher layers as whole numbers from 1, comma-separated, e.g. "
+                                       f"2,4,6 (not {shown}); leave it empty for evenly spaced layers",
+                    plain=f"--layer-map {text!r}: {shown} is not a teacher layer number: give whole numbers from 1, "
+                          "comma-separated, e.g. 2,4,6, or leave it empty for evenly spaced layers")]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ class LoadedData:
     splits: Any                 # datasets.DatasetDict: train, validation, test
     label_names: list[str]
     description: str            # where the data came from (saved in configs and model cards)
+    # Training rows that `train_samples` left out (None when every training row is used): transfer.py's "rest".
+    left_over: Any = None
 
     @property
     def num_labels(self) -> int:
@@ -298,13 +300,14 @@ def load_data(cfg: DataConfig, seed: int) -> LoadedData:
     else:
         train, test = _stratified_split(train, cfg.test_fraction, seed, "test")
     train, validation = _stratified_split(train, cfg.valid_fraction, seed, "validation")
+    left_over = None
     if cfg.train_samples is not None and cfg.train_samples < len(train):
-        train = _stratified_subsample(train, cfg.train_samples, seed)
+        train, left_over = _stratified_subsample_and_rest(train, cfg.train_samples, seed)
     if cfg.eval_samples is not None:
         validation = _stratified_subsample(validation, cfg.eval_samples, seed)
         test = _stratified_subsample(test, cfg.eval_samples, seed)
     splits = datasets.DatasetDict(train=train, validation=validation, test=test)
-    return LoadedData(splits=splits, label_names=label_names, description=description)
+    return LoadedData(splits=splits, label_names=label_names, description=description, left_over=left_over)
 
 
 def _stratified_split(dataset, fraction: float, seed: int, name: str):
@@ -323,7 +326,14 @@ def _stratified_split(dataset, fraction: float, seed: int, name: str):
 def _stratified_subsample(dataset, n: int, seed: int):
     if n >= len(dataset):
         return dataset
+    return _stratified_subsample_and_rest(dataset, n, seed)[0]
+
+
+def _stratified_subsample_and_rest(dataset, n: int, seed: int):
+    """(the seeded stratified sample of ``n`` rows, the rows it left out); the sample is `_stratified_subsample`'s."""
     try:
-        return dataset.train_test_split(train_size=n, seed=seed, stratify_by_column="label")["train"]
+        parts = dataset.train_test_split(train_size=n, seed=seed, stratify_by_column="label")
+        return parts["train"], parts["test"]
     except ValueError:
-        return dataset.shuffle(seed=seed).select(range(n))
+        shuffled = dataset.shuffle(seed=seed)
+        return shuffled.select(range(n)), shuffled.select(range(n, len(shuffled)))

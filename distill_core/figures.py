@@ -112,15 +112,23 @@ def _same_line(a: tuple[list, list], b: tuple[list, list]) -> bool:
         math.isclose(y1, y2, rel_tol=SAME_LOSS_REL_TOL, abs_tol=1e-12) for y1, y2 in zip(a[1], b[1], strict=True))
 
 
+# Intermediate-layer terms (objective.LAYER_TERMS) as their step rows name them, and their legend entries; a run
+# logs only those it trains on (weight > 0).
+LAYER_LOSS_LINES = {"hidden_loss": "hidden MSE (teacher layers)", "attention_loss": "attention KL (teacher layers)",
+                    "cosine_loss": "cosine (teacher last layer)"}
+
+
 def _step_loss_lines(rows: list[dict]) -> list[tuple[str, list, list]]:
-    """Total, CE and KD per step; when the total is one of the terms (alpha = 1 or 0, or no teacher), one line
-    named for both, and the other term (if logged) named as not trained on."""
+    """Total, CE, KD and the layer terms a run logs, per step; when the total is one of CE and KD (alpha = 1 or
+    0, no layer term, or no teacher), one line named for both, and the other term (if logged) named as not
+    trained on."""
     total, ce, kd = (_series(rows, "step", key) for key in ("loss", "ce_loss", "kd_loss"))
+    layers = [(name, *_series(rows, "step", key)) for key, name in LAYER_LOSS_LINES.items()]
     if _same_line(total, ce):
-        return [("total = CE (gold labels)", *total), ("KD (teacher, weight 0)", *kd)]
+        return [("total = CE (gold labels)", *total), ("KD (teacher, weight 0)", *kd), *layers]
     if _same_line(total, kd):
-        return [("total = KD (teacher)", *total), ("CE (gold labels, weight 0)", *ce)]
-    return [("total", *total), ("CE (gold labels)", *ce), ("KD (teacher)", *kd)]
+        return [("total = KD (teacher)", *total), ("CE (gold labels, weight 0)", *ce), *layers]
+    return [("total", *total), ("CE (gold labels)", *ce), ("KD (teacher)", *kd), *layers]
 
 
 def _epoch_steps(epoch_rows: list[dict], step_rows: list[dict]) -> list[tuple[float, dict]]:
@@ -139,8 +147,9 @@ def _epoch_steps(epoch_rows: list[dict], step_rows: list[dict]) -> list[tuple[fl
 
 
 def loss_curves(step_rows: list[dict], epoch_rows: list[dict] | None = None) -> go.Figure:
-    """Training loss per optimiser step (total, CE and KD; KD left out when a run has no teacher, and a total
-    equal to one term drawn once), plus the validation loss of each epoch at the step where the epoch ended.
+    """Training loss per optimiser step (total, CE, KD and the intermediate-layer terms a run trains on; KD left
+    out when a run has no teacher, and a total equal to one term drawn once), plus the validation loss of each
+    epoch at the step where the epoch ended.
 
     ``epoch_rows`` may be the epoch rows or the whole metrics file; without them, epoch rows mixed into
     ``step_rows`` are used. The validation loss is cross-entropy on gold labels: compare it with the CE line.
@@ -415,6 +424,8 @@ def pareto_frontier(points: list[dict], x: str = "samples_per_s", y: str = "accu
 
 def _point_hover(point: dict) -> str:
     lines = [str(point.get("name", "")), f"{point['samples_per_s']:.1f} samples/s", f"accuracy {point['accuracy']:.2%}"]
+    if _is_number(point.get("accuracy_std")):
+        lines[2] += f" ± {point['accuracy_std']:.2%} (std over {point.get('n_seeds', 'several')} seeds)"
     if _is_number(point.get("size_mb")):
         lines.append(f"{point['size_mb']:.1f} MB on disk")
     return "<br>".join(lines)
@@ -422,7 +433,8 @@ def _point_hover(point: dict) -> str:
 
 def speed_accuracy_scatter(points: list[dict]) -> go.Figure:
     """Accuracy against throughput, one marker per model (sized by ``size_mb`` when every point has it),
-    with the Pareto frontier drawn as a staircase."""
+    with the Pareto frontier drawn as a staircase. A point standing for several seeds of one setting carries
+    ``accuracy_std`` (and ``samples_per_s_std``): drawn as error bars of one standard deviation each way."""
     title = "Accuracy vs throughput"
     valid = [p for p in points if _is_number(p.get("samples_per_s")) and _is_number(p.get("accuracy"))]
     if not valid:
@@ -447,6 +459,11 @@ def speed_accuracy_scatter(points: list[dict]) -> go.Figure:
             name="models",
         )
     )
+    for axis, key in (("error_y", "accuracy_std"), ("error_x", "samples_per_s_std")):
+        if any(_is_number(p.get(key)) for p in valid):
+            spread = [p[key] if _is_number(p.get(key)) else 0.0 for p in valid]  # 0: a single run, no bar
+            fig.update_traces({axis: {"type": "data", "array": spread, "visible": True, "thickness": 1.5}},
+                              selector={"name": "models"})
     frontier = pareto_frontier(valid)
     # "vh": from each frontier point drop to the next one's accuracy, then run right to it; the area below
     # and to the left of the staircase is what the frontier models dominate.

@@ -22,7 +22,8 @@ EventHandler = Callable[[dict[str, Any]], None]
 class InferenceModel:
     spec: str
     precision: str
-    model: Any                  # eval mode, never trained in place (shared by every visitor of the app)
+    model: Any                  # eval mode, never trained in place (shared by every visitor of the app); for
+                                # ort-* an onnx_serving.OrtClassifier, called the same way
     tokenizer: Any
     context: Any                # context-manager factory of the precision
     label_names: list[str]
@@ -51,7 +52,9 @@ def load_for_inference(spec: str, precision: str = "fp32", label_names: list[str
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    served, context = prepare_for_precision(model, precision)
+    # ORT caches its export by the weights' fingerprint: the safetensors files' hash, cheaper than the state dict's.
+    fingerprint = models.model_fingerprint(model, spec) if precision.startswith("ort-") else None
+    served, context = prepare_for_precision(model, precision, fingerprint=fingerprint)
     return InferenceModel(spec=spec, precision=precision, model=served, tokenizer=tokenizer, context=context,
                           label_names=names, parameters=models.parameter_count(model),
                           size_mb=models.size_on_disk_mb(model))

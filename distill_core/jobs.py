@@ -201,6 +201,25 @@ def start_queued(
     return started
 
 
+def start_first_idle(run_dirs: Sequence[Path], *, scope: SchedulerScope | None = None) -> int | None:
+    """Start the first queued run of ``run_dirs`` unless one of them has a live worker: runs that must go one at
+    a time and in order (a sweep's cells). Returns the pid started, or None: one of them is live, none is left
+    to start, or the cap holds the next one back (it is then ``waiting`` and :func:`start_queued` starts it)."""
+    if not run_dirs:
+        return None
+    scope = scope or SchedulerScope.of(Path(run_dirs[0]).parent)
+    # The check and the start under one hold of the lock (file_lock lets start_job re-enter it), so two
+    # processes that both see none live cannot start two of these runs.
+    with storage.file_lock(_scheduler_lock(scope)):
+        statuses = [(Path(run_dir), runs.read_status(run_dir)) for run_dir in run_dirs]
+        if any(_status_alive(status) for _, status in statuses):
+            return None
+        for run_dir, status in statuses:
+            if status.get("state") == "queued" and not runs.stop_requested(run_dir):
+                return start_job(run_dir, scope=scope)
+    return None
+
+
 def signal_group(pid: int, signum: int) -> None:
     """Send ``signum`` to the process group a :func:`spawn_detached` process leads (else to the process)."""
     try:

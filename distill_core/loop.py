@@ -2,7 +2,9 @@
 
 train.py builds the loop (loaders, optimiser, Accelerate) and restores a checkpoint; what the phases then share is
 a `Loop`: the objects Accelerate prepared and the counters a checkpoint saves. Every metric is exact over examples:
-`LossTotals` sums losses and counts (not means of batch means) and validation gathers from every process.
+`LossTotals` sums losses and counts (not means of batch means) and validation gathers from every process. A step
+scores its batch through objective.batch_loss and never waits for the device: its sums stay tensors until a step row
+is logged (every log_every_steps) and at the end of the epoch.
 """
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import checkpoints, progress, runs
+from . import checkpoints, objective, progress, runs
 from .batching import LengthGroupedBatchSampler
 from .config import TrainConfig
 
@@ -49,36 +51,71 @@ class Cancel:
         return self.signalled or (self.run_dir is not None and runs.stop_requested(self.run_dir))
 
 
+# What LossTotals sums, in the order of its tensor: each term times the rows it averaged over, then the correct
+# predictions and the labelled rows (CE and accuracy are over labelled rows; every other term over every row).
+TOTAL_FIELDS = (*objective.TERMS, "correct", "labelled")
+
+
 @dataclass
 class LossTotals:
-    """Sums over examples (a batch's mean losses times its size) in float64, so that epoch means are exact (not
-    means of batch means) and add up across processes."""
-    total: float = 0.0
-    ce: float = 0.0
-    kd: float = 0.0
-    correct: float = 0.0
-    count: float = 0.0
+    """Sums over examples (a batch's mean losses times the rows they averaged over) in float64, so that epoch means
+    are exact (not means of batch means) and add up across processes.
+
+    The sums stay a tensor on the training device and are added there: reading one as a Python number waits for
+    the device to finish every queued step, so that happens only when a row is logged (``values``), not per step.
+    ``rows`` is known on the host without asking the device."""
+    sums: Any = None  # float64 tensor [len(TOTAL_FIELDS)] on the device; None before the first batch
+    rows: int = 0
 
     @classmethod
-    def of_batch(cls, parts, logits, labels) -> LossTotals:
-        n = labels.shape[0]
-        return cls(parts.total.item() * n, parts.ce.item() * n, parts.kd.item() * n,
-                   (logits.argmax(-1) == labels).sum().item(), n)
-
-    def add(self, other: LossTotals) -> None:
-        self.total, self.ce, self.kd = self.total + other.total, self.ce + other.ce, self.kd + other.kd
-        self.correct, self.count = self.correct + other.correct, self.count + other.count
-
-    def reduce(self, accelerator) -> LossTotals:
-        """Summed over processes (a copy with one process)."""
+    def of_batch(cls, loss: objective.BatchLoss) -> LossTotals:
         import torch
 
-        local = torch.tensor(astuple(self), dtype=torch.float64).to(accelerator.device)
-        return LossTotals(*accelerator.reduce(local, reduction="sum").cpu().tolist())
+        labelled = loss.labels != objective.IGNORE_LABEL
+        n_labelled = labelled.sum().double()
+        rows = int(loss.labels.shape[0])  # a shape: known without a device sync
+        correct = ((loss.logits.argmax(-1) == loss.labels) & labelled).sum().double()
+        terms = [getattr(loss, name).detach().double() * (n_labelled if name == "ce" else rows)
+                 for name in objective.TERMS]
+        return cls(torch.stack([*terms, correct, n_labelled]), rows)
 
-    def mean(self, value: float) -> float:
-        """``value`` (one of the sums) per example; NaN before any example, as a 0/0 tensor division gave."""
-        return value / self.count if self.count else math.nan
+    @property
+    def count(self) -> int:
+        """Rows summed (labelled or not)."""
+        return self.rows
+
+    def add(self, other: LossTotals) -> None:
+        if other.sums is not None:
+            self.sums = other.sums.clone() if self.sums is None else self.sums + other.sums
+        self.rows += other.rows
+
+    def reduce(self, accelerator) -> LossTotals:
+        """Summed over processes (a copy with one process). Call it on every process."""
+        import torch
+
+        local = torch.zeros(len(TOTAL_FIELDS) + 1, dtype=torch.float64, device=accelerator.device)
+        if self.sums is not None:
+            local[:-1] = self.sums.to(accelerator.device)
+        local[-1] = self.rows
+        summed = accelerator.reduce(local, reduction="sum")
+        return LossTotals(summed[:-1], int(summed[-1].item()))
+
+    def values(self) -> dict[str, float]:
+        """Every sum as a Python float (one device sync), by TOTAL_FIELDS name."""
+        if self.sums is None:
+            return dict.fromkeys(TOTAL_FIELDS, 0.0)
+        return dict(zip(TOTAL_FIELDS, self.sums.cpu().tolist(), strict=True))
+
+    def means(self) -> dict[str, float]:
+        """Per-example means: CE and accuracy (``correct``) over labelled rows, the other terms over every row; NaN
+        where nothing was counted (as a 0/0 division gives)."""
+        sums = self.values()
+        labelled = sums["labelled"]
+        found = {}
+        for name in (*objective.TERMS, "correct"):
+            over = labelled if name in ("ce", "correct") else self.rows
+            found[name] = sums[name] / over if over else math.nan
+        return found
 
 
 @dataclass
@@ -99,14 +136,17 @@ class Loop:
     stopper: EarlyStopping
     global_step: int = 0
     epochs_done: int = 0
+    projection: Any = None  # student width -> teacher width for the layer terms (objective.make_projection)
 
     @property
     def config(self) -> TrainConfig:
         return self.prepared.config
 
     @property
-    def has_teacher(self) -> bool:  # False when fine-tuning: labels only (alpha=1), no KD term to log
-        return self.prepared.teacher is not None
+    def has_teacher(self) -> bool:
+        """False when fine-tuning: labels only (alpha=1), no KD term to log. Read from the config, not from
+        prepared.teacher: a distillation that reads cached logits may free its teacher after caching them."""
+        return self.config.mode == "distill"
 
     @property
     def max_steps_reached(self) -> bool:
@@ -116,52 +156,74 @@ class Loop:
 
 def train_epoch(loop: Loop, epoch: int, cancel: Cancel) -> LossTotals:
     """One pass over the training batches, to its end, a cancel or max_steps; returns this process's totals."""
-    from .losses import distillation_loss
-
     config, accelerator, model = loop.config, loop.accelerator, loop.model
-    alpha = config.alpha if loop.has_teacher else 1.0
+    teacher = loop.prepared.teacher if objective.needs_teacher_forward(config) else None
+    # Accelerate's loader sets its batch sampler's epoch from its own counter (0, 1, ... per pass, reset by a new
+    # process) when it can reach the sampler (one process), and cannot through BatchSamplerShard (several): set
+    # both to this epoch, so 1 and N processes, and a resumed run, draw the same batches.
     loop.sampler.set_epoch(epoch)
+    if hasattr(loop.train_loader, "set_epoch"):
+        loop.train_loader.set_epoch(epoch)
     loop.emit(progress.phase_event("training", total=loop.total_steps, epoch=epoch, epochs=config.epochs))
     model.train()
+    if loop.projection is not None:
+        loop.projection.train()
     totals, window = LossTotals(), LossTotals()  # window: since the last step row
     window_start = time.perf_counter()
     for batch in loop.train_loader:
-        labels = batch.pop("labels")
-        teacher_logits = batch.pop("teacher_logits", None)
-        logits = model(**batch).logits
-        parts = distillation_loss(logits.float(), labels, teacher_logits, alpha=alpha,
-                                  temperature=config.temperature, kd=config.kd_loss)
-        accelerator.backward(parts.total)
+        # forward backward update
+        loss = objective.batch_loss(model, batch, teacher, loop.projection, config, autocast=accelerator.autocast)
+        accelerator.backward(loss.total)
         if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            accelerator.clip_grad_norm_(_trained_parameters(loop), 1.0)
         loop.optimizer.step()
         loop.scheduler.step()
         loop.optimizer.zero_grad(set_to_none=True)
         loop.global_step += 1
-        batch_totals = LossTotals.of_batch(parts, logits, labels)  # from the same forward pass: no extra one
+        # bookkeeping: on-device sums from the same forward pass (no extra one, no host sync)
+        batch_totals = LossTotals.of_batch(loss)
         totals.add(batch_totals)
         window.add(batch_totals)
+        # logging: the only place a step turns its sums into numbers
         if loop.global_step % config.log_every_steps == 0 or loop.global_step == loop.total_steps:
             window_start = _log_step(loop, epoch, window, window_start)
             window = LossTotals()
         if cancel.requested() or loop.max_steps_reached:
             break
     loop.emit({"kind": "train_progress", "done": loop.global_step, "total": loop.total_steps,
-               "count": int(totals.count)})
+               "count": totals.count})
     return totals
+
+
+def _trained_parameters(loop: Loop) -> list[Any]:
+    """What the gradient norm is clipped over: the student and, when there is one, the projection it trains."""
+    parameters = list(loop.model.parameters())
+    if loop.projection is not None:
+        parameters += list(loop.projection.parameters())
+    return parameters
+
+
+def _term_means(loop: Loop, totals: LossTotals, prefix: str = "") -> dict[str, float | None]:
+    """The logged loss terms of ``totals`` per example: total, CE, KD (None without a teacher) and each layer term
+    the run trains on (absent when its weight is 0), named ``loss``/``{term}_loss`` with ``prefix``."""
+    means = totals.means()
+    row: dict[str, float | None] = {f"{prefix}loss": means["total"], f"{prefix}ce_loss": means["ce"],
+                                    f"{prefix}kd_loss": means["kd"] if loop.has_teacher else None}
+    for term in objective.active_layer_terms(loop.config):
+        row[f"{prefix}{term}_loss"] = means[term]
+    return row
 
 
 def _log_step(loop: Loop, epoch: int, window: LossTotals, window_start: float) -> float:
     """Emit the step row of the steps since the last one; returns the time this window ended."""
-    now = time.perf_counter()
     if loop.accelerator.num_processes > 1:  # log the global batch, as one process would see it
         window = window.reduce(loop.accelerator)
+    terms = _term_means(loop, window)  # waits for the device: the time is taken after it
+    now = time.perf_counter()
     steps_per_epoch = len(loop.sampler)
     loop.emit({"kind": "step", "step": loop.global_step,
                "epoch": epoch - 1 + ((loop.global_step - (epoch - 1) * steps_per_epoch) / steps_per_epoch),
-               "loss": window.mean(window.total), "ce_loss": window.mean(window.ce),
-               "kd_loss": window.mean(window.kd) if loop.has_teacher else None,
-               "lr": float(loop.scheduler.get_last_lr()[0]),
+               **terms, "lr": float(loop.scheduler.get_last_lr()[0]),
                "samples_per_s": window.count / (now - window_start), "total_steps": loop.total_steps})
     return now
 
@@ -179,10 +241,8 @@ def end_epoch(loop: Loop, epoch: int, totals: LossTotals, epoch_start: float, st
     if not stopped:  # a partial epoch is never counted as done
         loop.epochs_done = epoch
     seconds = time.perf_counter() - epoch_start
-    loop.emit({"kind": "epoch", "epoch": epoch, "step": loop.global_step,
-               "training_loss": totals.mean(totals.total), "training_ce_loss": totals.mean(totals.ce),
-               "training_kd_loss": totals.mean(totals.kd) if loop.has_teacher else None,
-               "training_accuracy": totals.mean(totals.correct), "valid_loss": valid_loss,
+    loop.emit({"kind": "epoch", "epoch": epoch, "step": loop.global_step, **_term_means(loop, totals, "training_"),
+               "training_accuracy": totals.means()["correct"], "valid_loss": valid_loss,
                "valid_accuracy": valid_accuracy, "seconds": seconds,
                "samples_per_s": totals.count / seconds, "partial": bool(stopped)})
     loop.emit(progress.phase_event("saving", "saving the model and checkpoint", epoch=epoch))
@@ -193,6 +253,8 @@ def end_epoch(loop: Loop, epoch: int, totals: LossTotals, epoch_start: float, st
         accelerator.wait_for_everyone()
         checkpoints.save_checkpoint(accelerator, run_dir, {"epoch": epoch, "global_step": loop.global_step,
                                                            **loop.stopper.state_dict()})
+        if loop.projection is not None and accelerator.is_main_process:
+            checkpoints.save_projection(accelerator, loop.projection, run_dir)
     accelerator.wait_for_everyone()
     if stopped:
         return "cancelled"

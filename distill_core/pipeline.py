@@ -19,15 +19,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import hosting, jobs, locations, progress, runs, specs
+from . import hardware, hosting, jobs, locations, progress, runs, specs
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
-from .preflight import check_run, check_truncation
+from .preflight import check_layer_terms, check_run, check_truncation
 
 DEPENDS_ON = "depends_on"   # status.json key: the name of the run (in the same folder) this run waits for
 TEACHER_SUFFIX = "-teacher"
 _NAME_LIMIT = 64            # runs.sanitize_run_name's limit; the teacher stage's name must fit it too
 CLAIMED_BY = "claimed_by"   # status.json key: the pid of a CLI process that runs this queued stage itself
+# status.json key: the series (a sweep's group name) of a run. A series runs one run at a time in creation order,
+# each started when the one before it ends, whatever its outcome (unlike depends_on, which needs a teacher "done").
+SERIES = "series"
 EventHandler = Callable[[dict[str, Any]], None]
 
 
@@ -61,8 +64,9 @@ def run_record(config: TrainConfig, *, created_by: str = "dashboard", **provenan
     from . import __version__
 
     record = config_to_dict(config)
+    # The worker trains on this machine, so the precision "auto" resolves to here is the one it will use.
     record["provenance"] = {"kd_studio": __version__, "created_by": created_by, "created_at": time.time(),
-                            **provenance}
+                            **hardware.training_precision(config.mixed_precision).as_record(), **provenance}
     return record
 
 
@@ -86,11 +90,14 @@ def start_run(root: Path, name: str, config: TrainConfig, *, check: bool = True,
 
 def teacher_stage_config(distill: TrainConfig, base_spec: str, *, epochs: int, lr: float) -> TrainConfig:
     """The fine-tuning run that makes a teacher for ``distill`` from a base model (same data and seed)."""
-    return TrainConfig(mode="finetune", data=distill.data, student=base_spec, epochs=epochs, lr=lr,
+    # The teacher learns from the labelled rows only: transfer text is the distillation's, not the fine-tune's.
+    teacher_data = replace(distill.data, transfer=None, transfer_samples=None)
+    return TrainConfig(mode="finetune", data=teacher_data, student=base_spec, epochs=epochs, lr=lr,
                        batch_size=distill.batch_size, optimizer="adamw", warmup_ratio=distill.warmup_ratio,
                        weight_decay=distill.weight_decay, dropout=None, patience=distill.patience,
                        seed=distill.seed, eval_batch_size=distill.eval_batch_size,
-                       log_every_steps=distill.log_every_steps, extra={"stage": "teacher"})
+                       log_every_steps=distill.log_every_steps, mixed_precision=distill.mixed_precision,
+                       extra={"stage": "teacher"})
 
 
 def stage_names(name: str) -> tuple[str, str]:
@@ -109,6 +116,8 @@ def _pipeline_plan(root: Path, name: str, teacher_config: TrainConfig, distill_c
             raise UserError(f"run {run_name!r} already exists: choose another name")
     facts = check_run(teacher_config)
     check_truncation(distill_config.student, teacher_config.student)
+    # The teacher does not exist yet: judge the layer terms against the base it will be fine-tuned from.
+    check_layer_terms(distill_config, teacher_spec=teacher_config.student)
     distill_config = replace(distill_config, teacher=str(root / teacher_name))
     distill_config.validate()
     return teacher_name, distill_name, distill_config, facts
@@ -171,10 +180,49 @@ def release_dependents(run_dir: Path) -> list[str]:
     return changed
 
 
+def series_runs(root: Path, series: str) -> list[Path]:
+    """The runs of ``series`` in ``root``, in creation order."""
+    found = []
+    for run_dir in runs.iter_run_dirs(root):
+        status = runs.read_status(run_dir)
+        if status.get(SERIES) == series:
+            created = status.get("created_at")
+            found.append((created if isinstance(created, (int, float)) else 0.0, run_dir.name, run_dir))
+    return [run_dir for *_, run_dir in sorted(found)]
+
+
+def start_series(root: Path, series: str) -> int | None:
+    """Start the next queued run of ``series`` unless one of its runs is live; returns the pid started, if any.
+
+    Queued runs claimed by a foreground CLI are its own: left alone while it lives, cancelled once it has gone
+    (nobody else would ever run them, and starting them behind its back would surprise whoever stopped it).
+    """
+    root = Path(root).resolve()
+    members = series_runs(root, series)
+    for run_dir in members:
+        status = runs.read_status(run_dir)
+        claimer = status.get(CLAIMED_BY)
+        if status.get("state") != "queued" or not claimer:
+            continue
+        if runs.pid_alive(claimer):
+            return None
+        runs.set_status(run_dir, "cancelled", error=f"the process that ran its sweep (pid {claimer}) ended before "
+                                                    "it got to this run")
+    return jobs.start_first_idle(members, scope=scope_of(root))
+
+
+def _start_series_of(run_dir: Path) -> None:
+    series = runs.read_status(run_dir).get(SERIES)
+    if isinstance(series, str):
+        start_series(run_dir.parent, series)
+
+
 def finish_run(run_dir: Path) -> None:
-    """What a worker does as it exits: start or cancel what waits on its run, then hand the freed slot on."""
+    """What a worker does as it exits: start or cancel what waits on its run, start the next run of its series,
+    then hand the freed slot on."""
     run_dir = Path(run_dir).resolve()
     release_dependents(run_dir)
+    _start_series_of(run_dir)
     jobs.start_queued(run_dir.parent, scope=scope_of(run_dir.parent))
 
 
@@ -184,7 +232,11 @@ def tick(root: Path) -> list[str]:
     root = Path(root).resolve()
     jobs.start_queued(root, scope=scope_of(root))
     changed = []
+    series_queued = set()
     for run_dir in runs.iter_run_dirs(root):
+        status = runs.read_status(run_dir)
+        if status.get("state") == "queued" and isinstance(status.get(SERIES), str):
+            series_queued.add(status[SERIES])
         name = depends_on(run_dir)
         if name and runs.read_status(run_dir).get("state") == "queued":
             try:
@@ -196,6 +248,8 @@ def tick(root: Path) -> list[str]:
             else:
                 runs.set_status(run_dir, "cancelled", error=f"its teacher run {name!r} no longer exists")
                 changed.append(run_dir.name)
+    for series in sorted(series_queued):  # a series whose live run died without a worker to start the next
+        start_series(root, series)
     return changed
 
 
@@ -205,6 +259,7 @@ def stop_run(run_dir: Path) -> bool:
     stopped = jobs.stop_job(run_dir, scope=scope_of(run_dir.parent))
     if stopped and runs.read_status(run_dir).get("state") == "cancelled":
         release_dependents(run_dir)  # a queued run has no worker that would do it
+        _start_series_of(run_dir)
     return stopped
 
 
@@ -261,6 +316,11 @@ def _run_here(run_dir: Path, config: TrainConfig, on_event: EventHandler) -> dic
     except UserError as exc:
         runs.set_status(run_dir, "failed", error=str(exc))
         raise
+
+
+def run_in_this_process(run_dir: Path, config: TrainConfig, on_event: EventHandler) -> dict[str, Any]:
+    """Train a created, queued run in this process (a foreground CLI command), its status kept as a worker's."""
+    return _run_here(run_dir, config, on_event)
 
 
 def run_pipeline_here(root: Path, name: str, teacher_config: TrainConfig, distill_config: TrainConfig, *,

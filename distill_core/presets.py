@@ -2,6 +2,10 @@
 
 A preset sets TrainConfig / DataConfig fields (and, for a pipeline, how to make the teacher); whatever it leaves
 out keeps its default. Each one names where its settings come from.
+
+Two kinds: a *recipe* is a whole run (data, teacher, student, hyperparameters); a *method* sets only how the
+student learns (T, alpha, the KD loss, the intermediate-layer terms and their layer map) and keeps the user's data,
+teacher and student, so one method can be tried on any pair of models.
 """
 from __future__ import annotations
 
@@ -27,11 +31,12 @@ class Preset:
     summary: str                      # one line for the picker's help and `--help`
     source: str                       # where the recipe comes from
     data_source: str | None           # a Hub dataset id, or None: the user picks local data
-    teacher: str | None               # teacher spec; None when a teacher stage makes it
-    student: str
+    teacher: str | None               # teacher spec; None when a teacher stage makes it (or a method keeps it)
+    student: str | None               # None: a method preset keeps the user's student
     train: dict[str, Any] = field(default_factory=dict)   # TrainConfig fields
     data: dict[str, Any] = field(default_factory=dict)    # DataConfig fields besides the source
     teacher_stage: TeacherStage | None = None
+    kind: str = "recipe"              # "recipe": a whole run; "method": loss settings only (METHOD_FIELDS)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
@@ -57,6 +62,58 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         data={"train_samples": None, "eval_samples": None, "max_length": 150},
     ),
 )}
+
+
+# What a method preset sets: every one of these, so switching methods never leaves a term of the last one on.
+METHOD_FIELDS = ("temperature", "alpha", "kd_loss", "hidden_weight", "attention_weight", "cosine_weight", "layer_map")
+# The total loss is alpha*CE + (1 - alpha)*KD + hidden_weight*hidden + attention_weight*attention
+# + cosine_weight*cosine (KD = T^2 * KL(teacher || student) for kd_loss "kl"); each method below maps its paper's
+# weights onto these terms, and says what it adapts.
+METHOD_PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(
+        name="DistilBERT-style",
+        summary="soft-target KD + a cosine loss on the last hidden states (T=2; KD, labels and cosine weighted "
+                "about 5:2:1 as the paper weighs soft targets, MLM and cosine; the teacher runs on every batch); "
+                "pair it with a truncate:N student, which starts from evenly spaced teacher layers as "
+                "DistilBERT's took one layer out of two",
+        source="Sanh et al. 2019, DistilBERT, arXiv:1910.01108: triple loss 5*L_ce(soft targets, T=2) + 2*L_mlm + "
+               "1*L_cos(hidden states), student initialised from one teacher layer out of two. Adapted: the "
+               "masked-LM term becomes the label CE of this classification task, and the distillation is task-"
+               "specific (the paper distils during pre-training)",
+        data_source=None, teacher=None, student=None, kind="method",
+        # (1 - alpha) : alpha : cosine = 0.71 : 0.29 : 0.14, the paper's 5 : 2 : 1.
+        train={"temperature": 2.0, "alpha": 0.29, "kd_loss": "kl", "hidden_weight": 0.0, "attention_weight": 0.0,
+               "cosine_weight": 0.14, "layer_map": ""},
+    ),
+    Preset(
+        name="TinyBERT-style (layers)",
+        summary="hidden-state MSE + attention KL on every student layer, matched to evenly spaced teacher layers, "
+                "with prediction-layer KD at T=1 and no label term (the teacher runs on every batch: slower); "
+                "the paper's task distillation used lr 5e-5 (layers) then 3e-5 (predictions)",
+        source="Jiao et al. 2020, TinyBERT, arXiv:1909.10351: task-specific distillation with hidden-state MSE and "
+               "attention MSE per mapped layer (uniform map g(m) = m*N/M), then prediction-layer soft CE at T=1. "
+               "Adapted: one stage with every term at once (the paper runs the layer stage first), attention "
+               "compared as distributions with KL (MiniLM, Wang et al. 2020) rather than MSE on raw scores, the "
+               "evenly spaced default map for the uniform one (type 2,4,6 as the layer map for the paper's map of 3 "
+               "student layers onto 6), no embedding-layer term and no data augmentation (use transfer text)",
+        data_source=None, teacher=None, student=None, kind="method",
+        train={"temperature": 1.0, "alpha": 0.0, "kd_loss": "kl", "hidden_weight": 1.0, "attention_weight": 1.0,
+               "cosine_weight": 0.0, "layer_map": ""},
+    ),
+    Preset(
+        name="Logits only (Hinton)",
+        summary="classic knowledge distillation: T^2-scaled KL to the teacher's softened outputs at T=4 plus a "
+                "small weight (0.1) on the labels; no intermediate layers",
+        source="Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network, arXiv:1503.02531: "
+               "soft targets at a raised temperature, gradients scaled by T^2, and 'a considerably lower weight' on "
+               "the hard-label term. T=4 and alpha=0.1 are our picks inside the paper's range (it used T from 2 "
+               "to 20, lower for smaller students)",
+        data_source=None, teacher=None, student=None, kind="method",
+        train={"temperature": 4.0, "alpha": 0.1, "kd_loss": "kl", "hidden_weight": 0.0, "attention_weight": 0.0,
+               "cosine_weight": 0.0, "layer_map": ""},
+    ),
+)}
+PRESETS.update(METHOD_PRESETS)
 
 
 def get_preset(name: str) -> Preset:

@@ -60,20 +60,65 @@ def logits_for(prepared: Prepared, split: str,
 
     With ``config.teacher_cache`` off the cache is neither read nor written.
     """
-    dataset = prepared.data.splits[split]
+    return _logits_of_rows(prepared, prepared.data.splits[split], split, on_event)
+
+
+def training_logits(prepared: Prepared, on_event: Callable[[dict[str, Any]], None] = lambda _: None) -> np.ndarray:
+    """Teacher logits of the training rows: the train split's, then the transfer rows' (`Prepared.transfer`), in
+    one teacher pass and one "teacher_logits" phase that counts both."""
+    train = prepared.data.splits["train"]
+    transfer = prepared.transfer.rows if prepared.transfer is not None else None
+    if transfer is None or len(transfer) == 0:
+        return logits_for(prepared, "train", on_event)
+    import datasets
+
+    # Only the columns the teacher pass reads: the two label columns differ in type (class ids vs -100).
+    both = datasets.concatenate_datasets([part.select_columns(["example_id", "text"]) for part in (train, transfer)])
+    return _logits_of_rows(prepared, both, "train", on_event, words="train and transfer")
+
+
+def _logits_of_rows(prepared: Prepared, dataset, split: str, on_event: Callable[[dict[str, Any]], None],
+                    words: str | None = None) -> np.ndarray:
     ids = dataset["example_id"]
     key, max_length, use_cache = prepared.teacher_key, prepared.config.data.max_length, prepared.config.teacher_cache
     assert key is not None, "teacher logits need a teacher: prepare sets teacher_key whenever it loads one"
     cached = load(key, max_length) if use_cache else {}
     missing = sorted({i for i in ids if i not in cached})
     if missing:
-        # The training split's pass is its own phase; the test split's belongs to the test evaluation.
+        # The training rows' pass is its own phase; the test split's belongs to the test evaluation.
         phase_id = {"id": "teacher_logits", "total": len(missing)} if split == "train" else {}
-        on_event({"kind": "phase", **phase_id, "phase": f"teacher logits for {len(missing)} {split} examples"})
+        on_event({"kind": "phase", **phase_id, "phase": f"teacher logits for {len(missing)} {words or split} examples"})
         cached.update(_compute(prepared, dataset, set(missing), split, on_event))
         if use_cache:
             save(key, max_length, cached)
     return np.stack([cached[i] for i in ids]).astype(np.float32)
+
+
+def release_teacher(prepared: Prepared) -> bool:
+    """Free the teacher's weights once the training rows' logits are cached, when training needs nothing else of
+    it (no layer terms): the run then holds one model, not two. `teacher_for` loads it again should the test
+    split's logits be missing from the cache. Returns whether it was released."""
+    from .objective import needs_teacher_forward
+
+    if prepared.teacher is None or needs_teacher_forward(prepared.config):
+        return False
+    import gc
+
+    prepared.teacher = None
+    gc.collect()
+    return True
+
+
+def teacher_for(prepared: Prepared):
+    """The teacher, loaded again (eval mode) if `release_teacher` freed it."""
+    if prepared.teacher is None:
+        from . import models
+
+        assert prepared.config.teacher, "teacher logits need a teacher"
+        prepared.teacher, _ = models.load_classifier(prepared.config.teacher, prepared.data.label_names,
+                                                     require_trained=True)
+        prepared.teacher.eval()
+    return prepared.teacher
 
 
 def _compute(prepared: Prepared, dataset, wanted: set[str], split: str, on_event) -> dict[str, np.ndarray]:
@@ -91,6 +136,6 @@ def _compute(prepared: Prepared, dataset, wanted: set[str], split: str, on_event
     def progress(done: int, total: int) -> None:
         on_event({"kind": "teacher_progress", "split": split, "done": done, "total": total})
 
-    logits = predict_logits(prepared.teacher, tokenized, Collator(prepared.teacher_tokenizer),
+    logits = predict_logits(teacher_for(prepared), tokenized, Collator(prepared.teacher_tokenizer),
                             batch_size=prepared.config.eval_batch_size, on_progress=progress)
     return dict(zip(tokenized["example_id"], logits, strict=True))

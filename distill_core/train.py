@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoints, loop, progress, runs, storage, teacher_cache
-from .batching import Collator, LengthGroupedBatchSampler, tokenize_splits
+from . import checkpoints, hardware, loop, progress, runs, storage, teacher_cache
+from .batching import Collator, LengthGroupedBatchSampler, TrainRows, tokenize_rows, tokenize_splits
 from .config import TrainConfig, config_to_dict
 from .data import LoadedData, load_data
 from .errors import UserError
@@ -49,6 +49,20 @@ class Prepared:
     teacher_tokenizer: Any = None
     teacher_key: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    transfer: Any = None        # transfer.TransferText: unlabelled rows the teacher labels (None: none asked for)
+
+    def __post_init__(self) -> None:
+        # Layer terms checked on the loaded models as well: a Hub model's shape is known only once it is loaded
+        # (preflight reads local configs), and a student tokenising differently cannot be matched token by token.
+        from .objective import needs_teacher_forward
+
+        if self.teacher is not None and needs_teacher_forward(self.config):
+            from .preflight import check_layer_terms_loaded
+
+            same_vocabulary = self.tokenizer is self.teacher_tokenizer or (
+                self.teacher_tokenizer is not None and self.tokenizer.get_vocab() == self.teacher_tokenizer.get_vocab())
+            check_layer_terms_loaded(self.config, self.student.config, self.teacher.config,
+                                     same_vocabulary=same_vocabulary)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,13 +72,14 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
     from transformers import set_seed
 
     from . import models
-    from .preflight import check_models_fit, check_specs
+    from .preflight import check_models_fit, check_specs, check_transfer
 
     config.validate()
     check_specs(config)  # the same checks, and words, as before a run is created from the dashboard
     on_event(progress.phase_event("preparing", "preparing: loading data"))
     data = load_data(config.data, config.seed)
     check_models_fit(config, data.label_names)
+    transfer = check_transfer(config, data)  # read now: a bad transfer file fails before any model loads
     set_seed(config.seed)  # the classifier head of a base model is initialised here: seed it
     teacher = teacher_tokenizer = teacher_key = None
     if config.teacher:
@@ -88,13 +103,15 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
         # Not an error: teacher logits are cached per example and tokenised with the teacher's own tokenizer.
         on_event({"kind": "note", "message": "student and teacher use different vocabularies"})
     notes = {"student": models.describe(student), "student_parameters": models.parameter_count(student),
-             "student_size_mb": round(models.size_on_disk_mb(student), 2)}
+             "student_size_mb": round(models.size_on_disk_mb(student), 2),
+             "labelled_rows": len(data.splits["train"]), "transfer_rows": len(transfer.rows) if transfer else 0,
+             **({"transfer": transfer.record()} if transfer else {})}
     if teacher is not None:
         notes.update(teacher=models.describe(teacher), teacher_parameters=models.parameter_count(teacher),
                      teacher_size_mb=round(models.size_on_disk_mb(teacher), 2))
     if config.mode == "finetune":
         teacher = teacher_tokenizer = teacher_key = None  # a finetune teacher only supplies truncated layers
-    return Prepared(config, data, student, tokenizer, teacher, teacher_tokenizer, teacher_key, notes)
+    return Prepared(config, data, student, tokenizer, teacher, teacher_tokenizer, teacher_key, notes, transfer)
 
 
 def _short(spec: str) -> str:
@@ -118,30 +135,35 @@ def provenance() -> dict[str, Any]:
 def run_record(prepared: Prepared) -> dict[str, Any]:
     """What config.json holds: the resolved config, label names, model facts and library versions."""
     record = config_to_dict(prepared.config)
+    # The precision is resolved here as make_accelerator resolves it (same machine, same rule): "auto" becomes
+    # bf16 or fp32 with the reason, so a run says what it trained in, not only what was asked.
     record["provenance"] = {**provenance(), "data": prepared.data.description,
                             "label_names": prepared.data.label_names,
                             "split_sizes": {k: len(v) for k, v in prepared.data.splits.items()},
+                            **hardware.training_precision(prepared.config.mixed_precision).as_record(),
                             **prepared.notes}
     return record
 
 
-def make_accelerator(mixed_precision: str | None = None):
+def make_accelerator(mixed_precision: str = "auto"):
+    """An Accelerator for a run whose config asks for ``mixed_precision`` (auto, no, bf16, fp16): "auto" becomes
+    bf16 autocast where the hardware has native bf16, else fp32 (hardware.resolve_precision)."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration
 
+    resolved = hardware.training_precision(mixed_precision).resolved
     # Accelerate keeps one process-wide state and refuses (or, given None, silently inherits) another precision.
     # One process may train several runs in turn (the showcase: bf16; a test session: fp32 then bf16), so a run
     # that asks for another precision than the last one starts from a fresh precision state. The distributed
     # setup (PartialState) is kept: it never changes within a process.
-    requested = mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != requested:
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != resolved:
         AcceleratorState._reset_state(reset_partial_state=False)
 
     # split_batches: --batch-size is the global batch, so 1 process and N processes see the same batches.
     # cpu=True without an accelerator: Accelerate only sets up gloo across CPU processes (torchrun) when told.
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+    return Accelerator(mixed_precision=resolved, cpu=not torch.cuda.is_available(),
                        dataloader_config=DataLoaderConfiguration(split_batches=True))
 
 
@@ -187,10 +209,12 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     from transformers import set_seed
 
     config = prepared.config
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(config.mixed_precision)
     emit = _emitter(run_dir, on_event, accelerator.is_main_process)
     set_seed(config.seed)
     run = _build(prepared, run_dir, emit, accelerator)
+    # Without layer terms training reads cached logits only: free the teacher's weights for the rest of the run.
+    teacher_cache.release_teacher(prepared)
     # Teacher logits are computed only on a cache miss, and iterating their DataLoader draws from torch's RNG:
     # seed again here, so dropout (and all that follows) is the same whether the cache was cold or warm.
     set_seed(config.seed)
@@ -241,15 +265,19 @@ def _build(prepared: Prepared, run_dir: Path | None, emit: EventHandler, acceler
 
     config = prepared.config
     with accelerator.main_process_first():  # the others then find its tokenised rows and teacher logits cached
-        emit(progress.phase_event("tokenising", total=sum(len(split) for split in prepared.data.splits.values())))
+        transfer = prepared.transfer.rows if prepared.transfer is not None else None
+        emit(progress.phase_event("tokenising", total=sum(len(split) for split in prepared.data.splits.values())
+                                  + (len(transfer) if transfer is not None else 0)))
         tokenized = tokenize_splits(prepared.data, prepared.tokenizer, config.data.max_length)
-        train_set = tokenized["train"]
-        if prepared.teacher is not None:
-            train_logits = teacher_cache.logits_for(prepared, "train", emit)
-            train_set = train_set.add_column("teacher_logits", train_logits.tolist())
+        transfer_tokenized = None if transfer is None else tokenize_rows(
+            transfer, prepared.tokenizer, config.data.max_length, prepared.data.label_names, "transfer")
+        # Labelled rows, then transfer rows (label -100: CE skips them, KD does not), each with its teacher logits.
+        train_logits = teacher_cache.training_logits(prepared, emit) if prepared.teacher is not None else None
+        train_set = TrainRows([tokenized["train"], transfer_tokenized], train_logits)
     collate = Collator(prepared.tokenizer)
-    sampler = LengthGroupedBatchSampler([len(x) for x in train_set["input_ids"]], config.batch_size, config.seed)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)
+    sampler = LengthGroupedBatchSampler(train_set.lengths(), config.batch_size, config.seed)
+    # TrainRows is a map-style dataset (__getitem__/__len__) without torch's Dataset base class.
+    train_loader: DataLoader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)  # type: ignore[arg-type]
     # Validation order does not change its exact sums, so batch rows of similar length (less padding).
     valid_set = tokenized["validation"]
     valid_set = valid_set.select(np.argsort([-len(ids) for ids in valid_set["input_ids"]], kind="stable"))
@@ -257,11 +285,21 @@ def _build(prepared: Prepared, run_dir: Path | None, emit: EventHandler, acceler
     total_steps = len(sampler) * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    optimizer, scheduler = _optimizer_and_schedule(config, prepared.student, total_steps)
-    model, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
-        prepared.student, optimizer, train_loader, valid_loader, scheduler)
+    # Layer terms (issue 12): the teacher runs beside the student on the training device, and a learned projection
+    # (widths differ) trains with the student: prepared after it, so a checkpoint saves and restores it too.
+    from . import objective
+
+    objective.ready_for_layer_terms(config, prepared.student, prepared.teacher)
+    if objective.needs_teacher_forward(config):
+        prepared.teacher.to(accelerator.device)
+    projection = objective.make_projection(config, prepared.student, prepared.teacher)
+    optimizer, scheduler = _optimizer_and_schedule(config, prepared.student, total_steps, projection)
+    model, *prepared_projection, optimizer, train_loader, valid_loader, scheduler = accelerator.prepare(
+        prepared.student, *([projection] if projection is not None else []), optimizer, train_loader, valid_loader,
+        scheduler)
     return loop.Loop(prepared, run_dir, emit, accelerator, model, optimizer, scheduler, train_loader, valid_loader,
-                     sampler, len(train_set), total_steps, EarlyStopping(config.patience))
+                     sampler, len(train_set), total_steps, EarlyStopping(config.patience),
+                     projection=prepared_projection[0] if prepared_projection else None)
 
 
 def _restore(run: loop.Loop) -> None:
@@ -275,18 +313,22 @@ def _restore(run: loop.Loop) -> None:
     run.emit({"kind": "resume", "from_epoch": run.epochs_done, "step": run.global_step})
 
 
-def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int):
+def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int, projection=None):
+    """The optimiser over the model's parameters and, for layer terms between different widths, the learned
+    projection's (objective.make_projection), with its learning-rate schedule."""
     import torch
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
+    named = list(model.named_parameters())
+    if projection is not None:
+        named += [(f"projection.{name}", p) for name, p in projection.named_parameters()]
     if config.optimizer == "adam":  # the seed recipe: plain Adam at a constant rate
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = torch.optim.Adam([p for _, p in named], lr=config.lr)
         return optimizer, get_constant_schedule(optimizer)
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
     groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
     warmup = int(config.warmup_ratio * total_steps)
@@ -309,7 +351,7 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no
     preds = logits.argmax(-1)
     report: dict[str, Any] = {"split": "test", "label_names": prepared.data.label_names}
     teacher_logits = teacher_preds = None
-    if prepared.teacher is not None:
+    if prepared.teacher_key is not None:  # a distillation (its teacher may have been released after caching)
         teacher_logits = teacher_cache.logits_for(prepared, "test", on_event)
         teacher_preds = teacher_logits.argmax(-1)
         report["teacher"] = classification_metrics(labels, teacher_preds, prepared.data.label_names,
@@ -334,7 +376,7 @@ def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: Ev
     """Run `fit` with the run's status kept truthful whatever happens, its progress recorded by phase
     (``recorder``: one that already saw the run's preparing phase; else a new one on the run folder), and its
     wall time and average training throughput in the status at the end."""
-    accelerator = accelerator or make_accelerator()
+    accelerator = accelerator or make_accelerator(prepared.config.mixed_precision)
     is_main = accelerator.is_main_process
     if is_main:
         runs.set_status(run_dir, "running", pid=os.getpid(), **run_shape(prepared))

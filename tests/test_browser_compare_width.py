@@ -59,4 +59,5 @@ def test_compare_table_fits_at_1440_px_with_its_latency_column(server):
     assert "Latency (ms)" in table["headers"], table
     assert table["left"] >= 0 and table["right"] <= WIDTH, table  # the table itself is on screen
     assert table["scrollWidth"] <= table["clientWidth"], table  # and no column hides behind a horizontal scroll
-    assert len(names) == 5 and all(name and name.startswith("Chart: ") for name in names), names
+    # accuracy vs throughput, three confusion matrices, F1 per class, the validation curves
+    assert len(names) == 6 and all(name and name.startswith("Chart: ") for name in names), names

@@ -72,7 +72,7 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
     assert page.get_by_text("Offline mode").is_visible()
 
     # ---- configure a tiny distillation: tiny teacher (listed via KD_EXTRA_MODELS) -> truncate:1 student
-    page.get_by_text("Distil from a fine-tuned teacher").click()
+    page.get_by_text("Distil from a fine-tuned teacher", exact=True).click()
     settle(page)
     assert "tiny-teacher0 (local model)" in visible_text(page)  # the tiny teacher is the default pick
     set_number(page, "Layers kept (N)", 1)
@@ -83,7 +83,7 @@ def test_distil_watch_compare_and_play_in_a_real_browser(server, page, tmp_path)
     name.press("Enter")
     settle(page)
     page.screenshot(path=str(page.shots / "train-form.png"), full_page=True)
-    page.locator("button", has_text="Start").click()
+    page.get_by_role("button", name="Start", exact=True).click()
     started = time.perf_counter()
 
     # ---- the live panel follows the run; its loss chart gains points while it runs
@@ -165,7 +165,7 @@ def test_the_live_panel_follows_a_pipeline_from_its_teacher_stage_into_the_disti
     name.fill("e2e-pipe")
     name.press("Enter")
     settle(page)
-    page.locator("button", has_text="Start").click()
+    page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_role("heading", name="e2e-pipe-teacher").wait_for(timeout=120_000)
     assert "run=e2e-pipe-teacher" in page.url
     page.get_by_role("heading", name=re.compile(r"^e2e-pipe\s")).wait_for(timeout=300_000)

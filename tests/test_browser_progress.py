@@ -79,7 +79,7 @@ def test_quick_start_shows_phases_stages_and_a_calibrated_estimate(server, tmp_p
             settle(page)
             first_estimate = configure_quick_start(page, "bp-one")
             report["first_estimate"] = first_estimate
-            page.locator("button", has_text="Start").click()
+            page.get_by_role("button", name="Start", exact=True).click()
             page.get_by_role("heading", name="bp-one-teacher").wait_for(timeout=120_000)
 
             # ---- watch the job: phases and elapsed time move during preparing, stage 1/2 then 2/2, the end

@@ -124,7 +124,7 @@ def test_compare_shows_no_none_or_nan_and_says_what_was_not_measured(store):
 def test_every_chart_on_compare_has_an_accessible_name_and_its_numbers_as_a_table(store):
     at = open_page("app_pages/compare.py", {"runs": "teach,kd-a"})
     charts = at.get("plotly_chart")
-    assert len(charts) == 4  # two confusion matrices, F1 per class, the training curves
+    assert len(charts) == 5  # accuracy vs throughput, two confusion matrices, F1 per class, the training curves
     titles = []
     for chart in charts:
         title = json.loads(chart.proto.spec)["layout"]["title"]["text"]

@@ -101,7 +101,7 @@ def test_two_visitors_train_and_play_at_once_without_touching_each_other_or_the_
             before = probabilities(b, PROBE)
 
             # ---- A starts a tiny distillation: tiny teacher (operator's model) -> truncate:1
-            a.get_by_text("Distil from a fine-tuned teacher").click()
+            a.get_by_text("Distil from a fine-tuned teacher", exact=True).click()
             settle(a)
             set_number(a, "Layers kept (N)", 1)
             set_number(a, "Epochs", 12)
@@ -110,7 +110,7 @@ def test_two_visitors_train_and_play_at_once_without_touching_each_other_or_the_
             name.fill(RUN)
             name.press("Enter")
             settle(a)
-            a.locator("button", has_text="Start").click()
+            a.get_by_role("button", name="Start", exact=True).click()
             a.get_by_role("heading", name=RUN).wait_for(timeout=120_000)
             deadline = time.monotonic() + 300
             while not any(r.get("kind") == "step" for r in runs.read_metrics(run_dir)):

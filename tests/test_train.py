@@ -259,36 +259,3 @@ def test_early_stopping_counts_epochs_without_a_strictly_better_accuracy():
     for _ in range(5):
         never.update(0.1)
     assert not never.should_stop and never.epochs_without_improvement == 4
-
-
-def test_loss_totals_are_exact_over_examples_and_sum_over_processes():
-    import torch
-
-    from distill_core.loop import LossTotals
-    from distill_core.losses import LossParts
-
-    def batch(mean_loss: float, n: int, n_correct: int) -> LossTotals:
-        loss = torch.tensor(mean_loss)
-        labels = torch.zeros(n, dtype=torch.long)
-        logits = torch.zeros(n, 2)
-        logits[n_correct:, 1] = 1.0  # rows after the first n_correct predict class 1: wrong
-        return LossTotals.of_batch(LossParts(total=loss, ce=loss, kd=torch.tensor(0.0)), logits, labels)
-
-    totals = LossTotals()
-    totals.add(batch(1.0, n=3, n_correct=3))
-    totals.add(batch(3.0, n=1, n_correct=0))
-    assert totals == LossTotals(total=6.0, ce=6.0, kd=0.0, correct=3.0, count=4.0)
-    assert totals.mean(totals.total) == 1.5  # not the mean of batch means (2.0)
-    assert totals.mean(totals.correct) == 0.75
-    assert math.isnan(LossTotals().mean(0.0))
-
-    class TwoEqualProcesses:
-        device = "cpu"
-
-        def reduce(self, tensor, reduction):
-            assert reduction == "sum" and tensor.dtype == torch.float64
-            return tensor * 2
-
-    summed = totals.reduce(TwoEqualProcesses())
-    assert summed == LossTotals(total=12.0, ce=12.0, kd=0.0, correct=6.0, count=8.0)
-    assert summed.mean(summed.total) == totals.mean(totals.total)

@@ -8,6 +8,7 @@ from typing import Any
 from .. import runs, specs, storage, teacher_cache
 from ..config import DataConfig
 from ..errors import UserError
+from . import seed_groups
 
 BENCH_BATCHES = (1, 32)  # interactive latency, and a batch of offline scoring
 
@@ -157,14 +158,42 @@ def display_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], *,
                   missing: dict[str, str] | None = None) -> list[dict[str, str]]:
     """Rows as the text a table shows: ``columns`` maps each key kept (in order) to a CELL_FORMATS name, and a
     value that is not there reads "—" (or ``missing[key]``, e.g. "not measured"): never "None" or "nan", which
-    a Streamlit table shows for a missing number."""
+    a Streamlit table shows for a missing number. A row merging several seeds (seed_groups.group_rows) shows
+    "mean ± std" where it has the spread (``<key>_std``)."""
     missing = missing or {}
 
-    def cell(value: Any, key: str, kind: str) -> str:
+    def cell(row: dict[str, Any], key: str, kind: str) -> str:
+        value, spread = row.get(key), row.get(f"{key}_std")
         present = bool(value) if kind == "text" else _is_value(value)
-        return CELL_FORMATS[kind](value) if present else missing.get(key, MISSING)
+        if not present:
+            return missing.get(key, MISSING)
+        if kind != "text" and value is not None and spread is not None and _is_value(spread):
+            return seed_groups.spread_text(value, spread, kind, CELL_FORMATS)
+        return CELL_FORMATS[kind](value)
 
-    return [{key: cell(row.get(key), key, kind) for key, kind in columns.items()} for row in rows]
+    return [{key: cell(row, key, kind) for key, kind in columns.items()} for row in rows]
+
+
+def grouped_comparison_rows(root: Path, run_names: Sequence[str]) -> list[dict[str, Any]]:
+    """comparison_rows with the runs that differ only in their seed merged into one row: mean ± std over the
+    seeds (seed_groups.group_rows)."""
+    return seed_groups.group_rows(comparison_rows(root, run_names), seed_groups.run_settings(root, run_names))
+
+
+def speed_accuracy_points(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Points for figures.speed_accuracy_scatter from Compare's rows, and the batch size they are measured at
+    (32 when every measured model has it, else 1); a merged row brings its spread (error bars)."""
+    measured = [r for r in rows if _is_value(r.get("samples_per_s_b1")) or _is_value(r.get("samples_per_s_b32"))]
+    batch = 32 if measured and all(_is_value(r.get("samples_per_s_b32")) for r in measured) else 1
+    points = []
+    for row in measured:
+        point = {"name": row["model"], "samples_per_s": row.get(f"samples_per_s_b{batch}"),
+                 "accuracy": row.get("test_accuracy"), "size_mb": row.get("size_mb")}
+        if row.get("n_seeds"):
+            point |= {"samples_per_s_std": row.get(f"samples_per_s_b{batch}_std"),
+                      "accuracy_std": row.get("test_accuracy_std"), "n_seeds": row["n_seeds"]}
+        points.append(point)
+    return points, batch
 
 
 def scored_rows_note(rows: Sequence[dict[str, Any]]) -> str:

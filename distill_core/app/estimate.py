@@ -22,6 +22,7 @@ from typing import Any
 from .. import progress, runs, specs, storage
 from ..config import TrainConfig
 from ..errors import UserError
+from ..objective import needs_teacher_forward
 from . import probe
 
 # Training throughput measured for all-MiniLM-L6-v2 (6 layers x 384 hidden) at batch 32 on AG News on the
@@ -159,10 +160,14 @@ def past_run(run_dir: Path) -> PastRun | None:
     per_unit: dict[str, float] = {}
     if "preparing" in totals:  # a foreground CLI run loads its models before its folder exists: not measured
         per_unit["preparing_s"] = totals["preparing"][0] + _start_gap(run_dir, status)
+    # A run with layer terms ran its teacher in every training step: its training time is not a student's alone.
+    layer_terms = config.get("mode") == "distill" and any(
+        isinstance(config.get(weight), (int, float)) and config[weight] > 0
+        for weight in ("hidden_weight", "attention_weight", "cosine_weight"))
     for phase, key in (("tokenising", "tokenise_s_per_row"), ("teacher_logits", "teacher_s_per_example"),
                        ("training", "train_s_per_example"), ("validation", "infer_s_per_example")):
         seconds, count, _ = totals.get(phase, (0.0, 0.0, 0.0))
-        if count:
+        if count and not (phase == "training" and layer_terms):
             per_unit[key] = seconds / count
     if "saving" in totals:
         per_unit["saving_s"] = totals["saving"][0] / totals["saving"][2]
@@ -287,9 +292,11 @@ def plan(config: TrainConfig, sizes: tuple[int, int, int], costs: Costs, *, teac
     epochs = config.epochs if not config.max_steps else max(min(config.epochs, math.ceil(examples / max(train, 1))),
                                                             1)
     distilling = config.mode == "distill" and bool(config.teacher)
+    # Intermediate-layer terms run the teacher on every training batch as well (objective.needs_teacher_forward).
+    teacher_per_step = costs.teacher_s_per_example if distilling and needs_teacher_forward(config) else 0.0
     seconds = {"preparing": costs.preparing_s, "tokenising": (train + valid + test) * costs.tokenise_s_per_row,
                "teacher_logits": train * costs.teacher_s_per_example if distilling and teacher_logits else 0.0,
-               "training": examples * costs.train_s_per_example,
+               "training": examples * (costs.train_s_per_example + teacher_per_step),
                "validation": valid * epochs * costs.infer_s_per_example,
                "saving": epochs * costs.saving_s,
                "test_evaluation": test * (costs.infer_s_per_example
@@ -356,6 +363,8 @@ def estimate_job(distill: TrainConfig, teacher: TrainConfig | None, sizes: tuple
     # the weakest source of the stages is the one to tell
     order = ["reference", "probe", "past runs"]
     source, explanation = min(sources, key=lambda s: order.index(s[0]))
+    if needs_teacher_forward(distill):
+        explanation += "; the teacher runs on every batch (intermediate layers)"
     return Estimate(sum(totals), phases, source, explanation, tuple(totals))
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 # One text at a time gains little from a second thread, and when a training worker shares the CPU, OpenMP threads
 # waiting for each other turned a ~20 ms MiniLM prediction into 3 s (p50, 2 threads) against 0.3 s with one.
+# ONNX Runtime (ort-*) follows the same count: beside five training/benchmark processes (load 26-28) one MiniLM-L6
+# prediction took 153 ms at 1 thread and 328 ms at 2 (PyTorch: 331 ms and 3.8 s), so 1 thread for both.
 INTERACTIVE_THREADS = 1
 
 
@@ -72,7 +74,10 @@ def cold_load_steps(spec: str, name: str, precision: str) -> dict[str, str]:
     size = f"{size_mb:.1f}" if size_mb and size_mb < 10 else f"{size_mb or 0:,.0f}"
     weights = (f"reading weights, ~{size} MB" if size_mb
                else "fetching weights from the Hugging Face Hub" if kind == "hub" else "reading weights")
-    prepare = {"int8": "quantising the linear layers to int8", "bf16": "converting to bf16"}.get(precision)
+    prepare = {"int8": "quantising the linear layers to int8", "bf16": "converting to bf16",
+               "ort-fp32": "exporting to ONNX (once per model, then cached) and starting ONNX Runtime",
+               "ort-int8": "exporting to ONNX and quantising it to int8 (once per model, then cached), and starting "
+                           "ONNX Runtime"}.get(precision)
     return {
         "label": f"Loading {name} ({precision}; first use: {weights})…",
         "read": f"Reading the weights and tokenizer of {name}"

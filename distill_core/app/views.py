@@ -61,6 +61,20 @@ class LiveView:
         return progress.bar_text(self.snapshot)
 
     @property
+    def precision_text(self) -> str:
+        """What the run trains in, for the run header: 'fp32' / 'bf16 autocast', and why when "auto" chose it.
+        Runs recorded before the precision was resolved say nothing."""
+        provenance = self.config.get("provenance") or {}
+        resolved = provenance.get("mixed_precision")
+        if not isinstance(resolved, str):
+            return ""
+        shown = {"no": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}.get(resolved, resolved)
+        reason = provenance.get("mixed_precision_reason")
+        if provenance.get("mixed_precision_requested") == "auto" and isinstance(reason, str):
+            return f"{shown} ({reason.split(': ', 1)[-1]})"
+        return shown
+
+    @property
     def wall_s(self) -> float | None:
         value = self.status.get("wall_s")
         return float(value) if isinstance(value, (int, float)) else None
