@@ -50,7 +50,7 @@ def test_uploads_are_judged_on_arrival_in_a_real_browser(server, tmp_path):
             # The first visit also times the default preset's models for the estimate (cold caches, a busy CI
             # machine): allow it longer than a rerun.
             tab.wait_for_selector(READY, state="attached", timeout=300_000)
-            tab.get_by_text("Upload a file", exact=True).click()
+            tab.get_by_role("radiogroup", name="Source").get_by_text("Upload a file", exact=True).click()
             settle(tab)
 
             rows = "".join(f"sentence {i},{'good' if i % 2 else 'bad'}\n" for i in range(12))

@@ -129,7 +129,10 @@ def _run(root: Path, name: str, config: TrainConfig) -> tuple[Path, list[dict]]:
 
 
 def test_a_distillation_learns_from_transfer_text_and_caches_its_teacher_logits(tmp_path, tiny_data_dir,
-                                                                                tiny_teacher_dir, one_torch_thread):
+                                                                                tiny_teacher_dir, one_torch_thread,
+                                                                                monkeypatch):
+    # Its own cache: other tests of the session may already hold the tiny teacher's logits for these rows.
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
     base = tiny_config(tiny_data_dir, tiny_teacher_dir, epochs=1)
     config = replace(base, data=replace(base.data, train_samples=48, transfer="rest"), max_steps=6)
     run_dir, events = _run(tmp_path, "kd-transfer", config)
