@@ -3,11 +3,9 @@ the speed/accuracy chart, and Compare's table over a store holding two seeds of 
 from __future__ import annotations
 
 import math
-import shutil
-from types import SimpleNamespace
 
 import pytest
-from test_app_pages import make_finished_run, open_page
+from test_app_pages import app_env, make_finished_run, open_page  # noqa: F401  (app_env: the pages' fixture)
 
 from distill_core import figures, runs, storage
 from distill_core.app import compare, seed_groups
@@ -79,17 +77,6 @@ def test_a_group_is_one_point_with_error_bars_on_the_speed_accuracy_chart():
     assert list(models.error_x.array) == pytest.approx([10 / math.sqrt(2), 0.0])
 
 
-@pytest.fixture
-def compare_env(monkeypatch, tmp_path, tiny_data_dir, tiny_teacher_dir):
-    data_root = tmp_path / "data"
-    shutil.copytree(tiny_data_dir, data_root / "tiny")
-    monkeypatch.setenv("KD_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("KD_DATA_DIR", str(data_root))
-    monkeypatch.setenv("KD_UPLOADS_DIR", str(tmp_path / "uploads"))
-    monkeypatch.setenv("KD_EXTRA_MODELS", str(tiny_teacher_dir))
-    return SimpleNamespace(runs=tmp_path / "runs", data=data_root / "tiny", teacher=tiny_teacher_dir)
-
-
 def seeded_run(env, name: str, seed: int, accuracy: float) -> None:
     run_dir = make_finished_run(env, name)
     config = storage.read_json(run_dir / runs.CONFIG_FILE)
@@ -99,9 +86,9 @@ def seeded_run(env, name: str, seed: int, accuracy: float) -> None:
     storage.write_json_atomic(runs.eval_path(run_dir), evaluation)
 
 
-def test_compare_shows_two_seeds_of_one_setting_as_one_row(compare_env):
-    seeded_run(compare_env, "kd-s1", 1, 0.75)
-    seeded_run(compare_env, "kd-s2", 2, 0.80)
+def test_compare_shows_two_seeds_of_one_setting_as_one_row(app_env):  # noqa: F811  (the imported fixture)
+    seeded_run(app_env, "kd-s1", 1, 0.75)
+    seeded_run(app_env, "kd-s2", 2, 0.80)
     at = open_page("app_pages/compare.py", query={"runs": "kd-s1,kd-s2"})
     assert not at.exception, at.exception
     table = at.dataframe[0].value
