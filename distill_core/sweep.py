@@ -286,11 +286,21 @@ def run_sweep_here(root: Path, name: str, sweep: SweepConfig, *, names: Mapping[
                 if runs.read_status(run_dir).get("state") not in runs.TERMINAL_STATES:
                     runs.set_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
                 on_event({"kind": "note", "message": f"cell {run_dir.name} failed: {exc}"})
+            if _stopped_by_a_signal(run_dir):
+                on_event({"kind": "note", "message": "stopped by a signal: the cells not yet run are cancelled"})
+                break
     finally:
         for run_dir in group.run_dirs:
             if runs.read_status(run_dir).get("state") == "queued":
                 runs.set_status(run_dir, "cancelled", error="the sweep's process ended before this cell ran")
     return group
+
+
+def _stopped_by_a_signal(run_dir: Path) -> bool:
+    """A cell cancelled without its STOP file was ended by SIGTERM (kill, `docker stop`), which the training loop
+    turns into a cooperative cancel of the cell: it is meant for the whole sweep. A Stop of one cell from the
+    dashboard writes the STOP file first, and the sweep goes on."""
+    return runs.read_status(run_dir).get("state") == "cancelled" and not runs.stop_requested(run_dir)
 
 
 def stop_group(root: Path, name: str) -> list[str]:

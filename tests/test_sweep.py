@@ -127,3 +127,38 @@ def test_a_taken_name_or_a_second_sweep_of_the_same_name_creates_nothing(queued_
     with pytest.raises(UserError, match=r"--out: grid.* already exist"):
         sweep.create_group(queued_group.root, "grid", plan(temperatures=(1.0,), alphas=(0.5,)))
     assert sorted(p.name for p in queued_group.root.iterdir()) == before
+
+
+def test_sigterm_stops_a_foreground_sweep_not_just_its_running_cell(tmp_path, tiny_data_dir, tiny_teacher_dir):
+    """`kill` (or `docker stop`) of `sweep` ends the process: the running cell is cancelled at its next step and
+    the cells after it are cancelled unrun, instead of the sweep moving on to the next cell."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "runs"
+    env = {**os.environ, "KD_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill_core", "sweep", "--data", str(tiny_data_dir), "--teacher",
+         str(tiny_teacher_dir), "--student", "truncate:1", "--out", str(root / "grid"), "--temperatures", "1", "2",
+         "4", "--alphas", "0.5", "--epochs", "100", "--batch-size", "8", "--max-length", "24", "--log-every", "1",
+         "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = root / "grid-T1-a0.5-s42"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(r.get("kind") == "step" for r in runs.read_metrics(first)) if first.is_dir() else True:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the first cell never logged a step"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    states = {Path(c["run"]).name: c["state"] for c in json.loads(out)["cells"]}
+    assert states == {"grid-T1-a0.5-s42": "cancelled", "grid-T2-a0.5-s42": "cancelled",
+                      "grid-T4-a0.5-s42": "cancelled"}
+    assert not runs.read_metrics(root / "grid-T2-a0.5-s42"), "the second cell never started"
+    assert "ended before this cell ran" in runs.read_status(root / "grid-T4-a0.5-s42")["error"]
