@@ -61,7 +61,7 @@ def read_result(name: str, out_dir: Path | None = None) -> dict[str, Any] | None
 
 
 def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None,
-              timeout_s: float | None = None) -> dict[str, Any]:
+              timeout_s: float | None = None, cwd: Path = REPO) -> dict[str, Any]:
     """Run a child process; return its exit code, wall seconds and peak RSS (from wait4, i.e. that child only).
 
     `ru_maxrss` of `os.wait4` is the peak resident set of the waited child (Linux: KiB), not the running maximum
@@ -69,7 +69,7 @@ def run_child(argv: Sequence[str], *, env: dict[str, str] | None = None, log: Pa
     """
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") if log else contextlib.nullcontext(subprocess.DEVNULL) as handle:
-        process = subprocess.Popen(list(argv), env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(list(argv), env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd)
         deadline = None if timeout_s is None else start + timeout_s
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
