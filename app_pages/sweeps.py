@@ -1,5 +1,5 @@
 """Sweeps: the T × α sweeps of this runs folder. Pick one, watch its heatmap fill in as cells finish (validation
-accuracy, mean ± spread over seeds, the best setting starred), stop it, and open any cell's run on Train.
+accuracy, mean ± spread over seeds, the best setting outlined), stop it, and open any cell's run on Train.
 
 The rows, the figure and the best setting come from distill_core.app.sweeps; this page reads widgets and draws.
 """
@@ -15,7 +15,7 @@ from distill_core.app import sweeps
 
 CAPTION = ("Each sweep distils one student per cell of a temperature × α grid (and seeds), one cell at a time in "
            "the background, each cell a run of its own. The heatmap shows the validation accuracy of every setting "
-           "(mean over seeds, ± their spread), the best one starred.")
+           "(mean over seeds, ± their spread), the best one outlined in gold.")
 POLL_S = 2
 
 

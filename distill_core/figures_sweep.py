@@ -13,7 +13,7 @@ from .figures import NO_DATA_TEXT, TEMPLATE, empty_figure
 TITLE = "Validation accuracy over temperature T and α"
 X_TITLE = "α (weight of the label loss)"
 Y_TITLE = "temperature T"
-BEST_NAME = "best setting"
+BEST_LABEL = "★ best"
 WAITING_WORDS = {"queued": "queued", "running": "running"}
 
 
@@ -56,11 +56,21 @@ def _hover(setting: dict[str, Any]) -> str:
     return "<br>".join(lines)
 
 
+def mark_best(fig: go.Figure, column: int, row: int, best: dict[str, Any]) -> None:
+    """A gold outline around the best cell and a label on its top edge, not a marker on its centre: the cell's
+    own mean and spread stay readable. Category axes place shapes and annotations by category index."""
+    fig.add_shape(type="rect", xref="x", yref="y", x0=column - 0.5, x1=column + 0.5, y0=row - 0.5, y1=row + 0.5,
+                  line={"color": "gold", "width": 4})
+    fig.add_annotation(x=column, y=row + 0.5, xref="x", yref="y", text=BEST_LABEL, showarrow=False, yshift=-10,
+                       font={"color": "black", "size": 12}, bgcolor="gold", borderpad=2,
+                       hovertext=f"best setting: {_hover(best)}")
+
+
 def sweep_heatmap(settings: Sequence[dict[str, Any]], best: dict[str, Any] | None = None, *,
                   title: str = TITLE) -> go.Figure:
     """Heatmap of mean validation accuracy, alpha across and T up; each cell's text gives the mean and the spread
     over seeds (sample std, in points), hover adds the range and test accuracy. ``best`` (a setting of
-    ``settings``) is marked with a star. Settings of one method only: a sweep over methods draws one per method."""
+    ``settings``) is outlined and labelled. Settings of one method only: a sweep over methods draws one per method."""
     if not settings:
         return empty_figure(title)
     alphas = sorted({s["alpha"] for s in settings})
@@ -76,20 +86,19 @@ def sweep_heatmap(settings: Sequence[dict[str, Any]], best: dict[str, Any] | Non
         hover.append([_hover(s) if s else "not in this sweep" for s in row])
     x = [_label(a) for a in alphas]
     y = [_label(t) for t in temperatures]
+    values = [v for row_values in z for v in row_values if v is not None]
+    # Equal accuracies everywhere would get a colour scale around them reaching below 0% and above 100%.
+    flat = bool(values) and max(values) == min(values)
     fig = go.Figure(go.Heatmap(
+        zmin=max(0.0, values[0] - 0.01) if flat else None, zmax=min(1.0, values[0] + 0.01) if flat else None,
         x=x, y=y, z=z, text=text, texttemplate="%{text}", customdata=hover,
         hovertemplate="%{customdata}<extra></extra>", colorscale="Viridis", hoverongaps=True,
         colorbar={"title": "validation<br>accuracy", "tickformat": ".0%"},
         name="validation accuracy (mean over seeds)", xgap=2, ygap=2))
     if best is not None and (best["T"], best["alpha"]) in at:
-        fig.add_trace(go.Scatter(
-            x=[_label(best["alpha"])], y=[_label(best["T"])], mode="markers+text", name=BEST_NAME,
-            text=["best"], textposition="top center", textfont={"color": "white", "size": 13},
-            marker={"symbol": "star", "size": 22, "color": "gold", "line": {"color": "black", "width": 1.5}},
-            hovertext=[f"best setting: {_hover(best)}"], hoverinfo="text"))
+        mark_best(fig, alphas.index(best["alpha"]), temperatures.index(best["T"]), best)
     fig.update_layout(template=TEMPLATE, title=title, xaxis_title=X_TITLE, yaxis_title=Y_TITLE,
-                      margin={"l": 70, "r": 20, "t": 80, "b": 60}, showlegend=best is not None,
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0})
+                      margin={"l": 70, "r": 20, "t": 80, "b": 60}, showlegend=False)
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
     return fig

@@ -1,6 +1,6 @@
 """The Sweeps page in a real browser (`streamlit run` + headless Chromium via Playwright) over a real tiny sweep
-(2 cells trained in this process): the heatmap renders with the best setting starred, and Open run lands on the
-cell's run on Train. A screenshot is saved to $KD_SCREENSHOT_DIR."""
+(2 cells trained in this process): the heatmap renders with the best setting outlined and labelled, and Open run
+lands on the cell's run on Train. A screenshot is saved to $KD_SCREENSHOT_DIR."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,8 @@ pytest.importorskip("playwright.sync_api")
 HEATMAP_JS = """() => {
     const plot = [...document.querySelectorAll('.js-plotly-plot')].find(p =>
         (p.layout?.title?.text || '').replace(/<[^>]*>/g, '').startsWith('Validation accuracy over temperature'));
-    return plot ? JSON.stringify({z: plot.data[0].z, y: plot.data[0].y, names: plot.data.map(t => t.name)}) : null;
+    return plot ? JSON.stringify({z: plot.data[0].z, y: plot.data[0].y,
+        labels: (plot.layout.annotations || []).map(a => a.text)}) : null;
 }"""
 
 
@@ -48,7 +49,7 @@ def test_heatmap_renders_and_open_run_lands_on_the_best_cell(served):
             tab.wait_for_function(f"() => ({HEATMAP_JS})() !== null", timeout=180_000)  # plotly loads lazily
             heatmap = json.loads(tab.evaluate(HEATMAP_JS))
             assert heatmap["y"] == ["1", "4"] and all(row[0] is not None for row in heatmap["z"])
-            assert "best setting" in heatmap["names"]
+            assert "★ best" in heatmap["labels"]
             tab.get_by_text("2 of 2 cells done").wait_for()
             tab.screenshot(path=str(tab.shots / "sweeps.png"), full_page=True)
 
