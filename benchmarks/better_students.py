@@ -209,10 +209,15 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| student | method | seeds | test accuracy % (mean ± std) | % of teacher | min to max | wall / run |",
              "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
+        if not row["seeds"]:
+            lines.append(f"| `{row['student']}` | {row['method']} | 0 | not run | — | — | — |")
+            continue
         mean, std = row["mean"], row["std"]
         spread = f" ± {100 * std:.2f}" if std is not None else ""
         of_teacher = f"{100 * mean / teacher:.1f}%" if mean is not None and teacher else "—"
-        wall = f"{row['wall_s_mean'] / 60:.1f} min" if row["wall_s_mean"] else "—"
+        threads = sorted({r["threads"] for r in row["runs"] if r["threads"]})
+        wall = "—" if not row["wall_s_mean"] else f"{row['wall_s_mean'] / 60:.1f} min" + (
+            f" ({'/'.join(map(str, threads))} thr.)" if threads else "")
         lines.append(f"| `{row['student']}` | {row['method']} | {len(row['seeds'])} | {pts(mean)}{spread} | "
                      f"{of_teacher} | {pts(row['min'])} to {pts(row['max'])} | {wall} |")
     return "\n".join(lines)
