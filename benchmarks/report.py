@@ -494,15 +494,39 @@ def build(results: dict[str, dict | None]) -> str:
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
+        report_peers.section_peers_train(results["peers_train_quiet"]).replace(
+            "## 7. Training against the peers: HF Trainer KD recipe and the seed loop",
+            "## 7b. Training against the HF Trainer KD recipe, quiet machine", 1)
+        if results["peers_train_quiet"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"]),
+        section_compile(results["compile_step"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
     return "\n".join(parts)
 
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
-         "serving_peers", "quickstart", "better_students")
+         "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step")
+
+
+def section_compile(result: dict | None) -> str:
+    """Issue 11: torch.compile against eager on the student's training step (benchmarks/compile_step.py)."""
+    title = "## 10. `torch.compile` on the student's training step\n"
+    if not result:
+        return title + "\n_Not measured yet: `python benchmarks/compile_step.py`._\n"
+    st, sm = result["settings"], result["summary"]
+    verdict_text = ("kept off: it does not pay here" if sm["speedup_median"] < 1.1 else
+                    "faster per step; weigh it against the compile time")
+    return "\n".join([title, (
+        f"`truncate:2` student of the bundled MiniLM, batch {st['batch']} x {st['tokens']} tokens, forward + "
+        f"cross-entropy + backward + fused AdamW, dropout on, {result['threads']} threads; {st['warmup']} warm-up "
+        f"steps, then {st['repeats']} timed steps each, interleaved (eager, compiled, eager, ...).\n"),
+        table(["variant", "median step ms", "min step ms"],
+              [[name, f(sm[name]["median_s"] * 1e3), f(sm[name]["min_s"] * 1e3)] for name in ("eager", "compiled")]),
+        f"\nCompiled / eager speed-up (median): **{sm['speedup_median']:.2f}x**; compiling took "
+        f"**{result['compile_s']:.0f} s** (the first step). Verdict: {verdict_text}.\n",
+        provenance(result) + "\n"])
 
 
 def section_students(students: dict | None) -> str:

@@ -226,9 +226,12 @@ def _bf16_text(serving: dict[str, Any]) -> str:
 def section_targets(results: dict[str, dict | None]) -> str:
     """Issue 11's 'done means' list, each with its measured figure."""
     rows: list[list[Any]] = []
-    peers = results.get("peers_train")
+    peers, quiet = results.get("peers_train"), results.get("peers_train_quiet")
     rows += _training_targets(peers) if peers else [["training vs Trainer recipe / seed loop", "≥ 4x / ≥ 5x",
                                                      "not measured", None]]
+    if quiet:  # the target asks for a quiet machine: its Trainer row replaces the busy one's
+        quiet_rows = [[f"{r[0]}, quiet machine", *r[1:]] for r in _training_targets(quiet) if "Trainer" in r[0]]
+        rows = quiet_rows + [r for r in rows if "Trainer" not in r[0]]
     serving = results.get("serving_peers")
     student = (serving or {}).get("models", {}).get("student")
     if student:
@@ -249,8 +252,13 @@ def section_targets(results: dict[str, dict | None]) -> str:
     else:
         rows.append(["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32", "not measured", None])
     peak = ((results.get("memory") or {}).get("distill") or {}).get("peak_rss_mb")
+    source = "memory.json"
+    newest = [r.get("peak_rss_mb") for r in ((quiet or peers or {}).get("runs") or {}).get("kd_studio", [])]
+    if any(newest):  # the peer runs' KD Studio process: the newest distillation of the offline pair
+        peak, source = max(v for v in newest if v), "KD Studio's process in section 7" + ("b" if quiet else "")
     rows.append(["peak RSS of a distillation run (offline pair)", "≤ 1.5 GB",
-                 f"{peak:,.0f} MB" if peak else "not measured", verdict(peak <= RSS_TARGET_MB) if peak else None])
+                 f"{peak:,.0f} MB ({source})" if peak else "not measured",
+                 verdict(peak <= RSS_TARGET_MB) if peak else None])
     quick = results.get("quickstart") or {}
     wall = quick.get("wall_s")
     rows.append(["Offline quick start wall time", "< 5 min", f"{wall / 60:.1f} min" if wall else "not measured",
