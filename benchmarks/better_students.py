@@ -9,7 +9,7 @@ AG News test rows.
 through `sweep`; the best cell's other seeds once the grid is done), with the exact CLI a user types. With
 `--workers 2` two runs train at once with one torch thread each, which on this 2-core machine gets more runs per
 hour than one run with two threads. The teacher: `python -m distill_core finetune --data ../shared/data/ag_news
---student bundled:minilm-l6 --out runs/teacher --epochs 2 --lr 1e-4 --batch-size 32 --max-length 128`.
+--model bundled:minilm-l6 --out runs/teacher --epochs 2 --lr 1e-4 --batch-size 32 --max-length 128`.
 `report` reads the run folders only: test accuracy mean +- sample std over seeds, % of the teacher, wall time.
 """
 from __future__ import annotations
