@@ -4,6 +4,8 @@ a teacher run and two students named as the showcase names them (real run folder
 weights, measured speeds in bench.json). A screenshot goes to $KD_SCREENSHOT_DIR."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, screenshot_dir, settle, streamlit_server
 from test_charts_words import finished_run
@@ -50,6 +52,10 @@ def test_compare_table_fits_at_1440_px_with_its_latency_column(server):
             tab.locator('[data-testid="stDataFrame"]').first.wait_for()
             tab.locator('[data-testid="stPlotlyChart"]').last.wait_for()
             settle(tab)
+            # The grid draws on a canvas and adds its header cells to the DOM a moment later (seconds on a busy
+            # machine): wait for them, then measure; a table that never gets them fails the assertion below.
+            with contextlib.suppress(sync_api.TimeoutError):
+                tab.wait_for_function(f"() => ({TABLE_JS})().headers.length > 0", timeout=60_000)
             tab.screenshot(path=str(screenshot_dir() / "compare-1440.png"))
             table = tab.evaluate(TABLE_JS)
             names = [tab.locator('[data-testid="stPlotlyChart"]').nth(i).get_attribute("aria-label")

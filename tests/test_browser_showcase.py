@@ -6,6 +6,7 @@ Screenshots go to $KD_SCREENSHOT_DIR (default /tmp/kd-e2e-screens).
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import signal
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium", allow_module_level=True)
-pytest.importorskip("playwright.sync_api")
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 BUILD_TIMEOUT_MS = 600_000  # the smoke build: about a minute on 2 idle cores, several when they are busy
 
 
@@ -83,6 +84,10 @@ def test_first_visit_builds_the_showcase_then_compare_and_playground_show_it(ser
     open_page(page, "Playground")
     page.locator('[data-testid="stMetric"]').nth(2).wait_for()
     predict(page, "The team won the championship match after a late goal")
+    settle(page)  # until the rerun ends, the previous prediction's metrics stay on the page beside the new ones
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stMetric\"]').length === 3",
+                               timeout=30_000)
     predictions = page.locator('[data-testid="stMetric"]').all_inner_texts()
     assert len(predictions) == 3 and all("Prediction" in p for p in predictions), predictions
     page.screenshot(path=str(page.shots / "showcase-playground.png"), full_page=True)
