@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages import ui
-from distill_core import bench_jobs, bench_stats, figures, hosting, specs
+from distill_core import bench_jobs, bench_stats, figures, figures_speed, hosting, specs
 from distill_core.app import catalog, reports
 from distill_core.errors import UserError
 from distill_core.precision import PRECISION_HELP, PRECISIONS
@@ -133,11 +133,11 @@ def charts(root: Path, result: dict, rows: list[dict], baseline: str) -> list:
     # Lines over batch size unless only the length varies.
     x_axis = "seq_len" if len({r["batch_size"] for r in rows}) == 1 < len({r["seq_len"] for r in rows}) \
         else "batch_size"
-    latency = legend_below(figures.latency_chart(rows, x=x_axis))
-    throughput = legend_below(figures.throughput_chart(rows, x=x_axis))
-    speedup = legend_below(figures.speedup_bars(rows, baseline))
+    latency = legend_below(figures_speed.latency_chart(rows, x=x_axis))
+    throughput = legend_below(figures_speed.throughput_chart(rows, x=x_axis))
+    speedup = legend_below(figures_speed.speedup_bars(rows, baseline))
     points = reports.speed_accuracy_points(root, result["rows"], result.get("labels", {}))
-    scatter = figures.fit_percent_axis(legend_below(figures.speed_accuracy_scatter(points)),
+    scatter = figures.fit_percent_axis(legend_below(figures_speed.speed_accuracy_scatter(points)),
                                        pad=0.01)  # models often differ by tenths of a percent
     c1, c2 = st.columns(2)
     ui.chart(latency, key="b_latency", where=c1)

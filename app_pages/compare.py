@@ -9,7 +9,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from app_pages import score_file, ui
-from distill_core import figures, hosting, report, runs
+from distill_core import figures, figures_speed, hosting, report, runs
 from distill_core.app import catalog, compare, views
 from distill_core.errors import UserError
 
@@ -123,7 +123,7 @@ def speed_and_accuracy(rows: list[dict]) -> None:
     points, batch = compare.speed_accuracy_points(rows)
     if not points:
         return
-    fig = figures.fit_percent_axis(figures.speed_accuracy_scatter(points), pad=0.01)
+    fig = figures.fit_percent_axis(figures_speed.speed_accuracy_scatter(points), pad=0.01)
     fig.update_layout(title=f"Accuracy vs throughput at batch {batch}")
     names = {point["name"] for point in points}
     columns = {"model": "text", "test_accuracy": "percent", f"samples_per_s_b{batch}": "one_decimal"}

@@ -1,5 +1,6 @@
-"""Plotly figures for the dashboard and reports: training curves, confusion heatmaps, benchmark charts, the
-speed/accuracy Pareto scatter and probability bars.
+"""Plotly figures for the dashboard and reports: training curves, confusion heatmaps, per-class F1 and
+probability bars, and each chart's text alternative (figure_table). Speed charts live in figures_speed.py, the
+sweep heatmap in figures_sweep.py; both build on the helpers here.
 
 Every function is pure: rows in (as read from the run store or returned by bench/evaluate), ``go.Figure``
 out; no I/O and no Streamlit. Empty input gives a figure that says "no data yet" instead of raising, because
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,14 +20,13 @@ from distill_core.errors import UserError
 
 __all__ = [
     "NO_DATA_TEXT", "TEMPLATE", "accuracy_curves", "confusion_heatmap", "empty_figure", "figure_table",
-    "figure_title", "latency_chart", "loss_curves", "overlay_curves", "pareto_frontier", "per_class_f1",
-    "probability_bars", "speed_accuracy_scatter", "speedup_bars", "throughput_chart", "whole_epoch_axis",
+    "figure_title", "fit_percent_axis", "is_number", "loss_curves", "overlay_curves", "per_class_f1",
+    "probability_bars", "styled", "whole_epoch_axis",
 ]
 
 TEMPLATE = "plotly_white"
 NO_DATA_TEXT = "no data yet"
 PERCENT_TICKS = ".0%"  # accuracies, F1 and probabilities are stored as fractions in [0, 1]
-BENCH_AXES = {"batch_size": "batch size (examples)", "seq_len": "sequence length (tokens)"}
 EPOCH_TICKS_MAX = 12  # more epochs than this: a tick every k-th epoch, still whole numbers
 SMALL_STEP_AXIS = 30  # up to this many optimiser steps, whole-step ticks (beyond, Plotly's own are whole)
 SAME_LOSS_REL_TOL = 1e-6  # total == CE (or KD) up to float noise: one term has weight 0
@@ -36,13 +35,15 @@ SAME_LOSS_REL_TOL = 1e-6  # total == CE (or KD) up to float noise: one term has 
 # ---- shared helpers ----------------------------------------------------------------------------------
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (numpy's too); bools and missing or NaN values are not drawn."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return False
     return math.isfinite(value)
 
 
-def _styled(fig: go.Figure, title: str, x_title: str, y_title: str, *, y_percent: bool = False) -> go.Figure:
+def styled(fig: go.Figure, title: str, x_title: str, y_title: str, *, y_percent: bool = False) -> go.Figure:
+    """The house look every figure shares: template, titles, legend above the plot, percent ticks if asked."""
     fig.update_layout(
         template=TEMPLATE,
         title=title,
@@ -72,7 +73,7 @@ def _rows_of_kind(rows: Iterable[dict], kind: str) -> list[dict]:
 
 
 def _series(rows: list[dict], x_key: str, y_key: str) -> tuple[list, list]:
-    points = [(row[x_key], row[y_key]) for row in rows if _is_number(row.get(x_key)) and _is_number(row.get(y_key))]
+    points = [(row[x_key], row[y_key]) for row in rows if is_number(row.get(x_key)) and is_number(row.get(y_key))]
     points.sort(key=lambda point: point[0])
     return [x for x, _ in points], [y for _, y in points]
 
@@ -103,7 +104,7 @@ def _curves(title: str, lines: Iterable[tuple[str, list, list]], mode: str, x_ti
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if len(xs) == 1 else mode, name=name))
     if not fig.data:
         return empty_figure(title)
-    return _styled(fig, title, x_title, y_title, y_percent=y_percent)
+    return styled(fig, title, x_title, y_title, y_percent=y_percent)
 
 
 def _same_line(a: tuple[list, list], b: tuple[list, list]) -> bool:
@@ -137,11 +138,11 @@ def _epoch_steps(epoch_rows: list[dict], step_rows: list[dict]) -> list[tuple[fl
     placed: list[tuple[float, dict]] = []
     for row in epoch_rows:
         step = row.get("step")
-        if not _is_number(step) and _is_number(row.get("epoch")):
-            within = [r["step"] for r in step_rows if _is_number(r.get("step")) and _is_number(r.get("epoch"))
+        if not is_number(step) and is_number(row.get("epoch")):
+            within = [r["step"] for r in step_rows if is_number(r.get("step")) and is_number(r.get("epoch"))
                       and r["epoch"] <= row["epoch"] + 1e-9]
             step = max(within, default=None)
-        if step is not None and _is_number(step):
+        if step is not None and is_number(step):
             placed.append((float(step), row))
     return sorted(placed, key=lambda pair: pair[0])
 
@@ -160,11 +161,11 @@ def loss_curves(step_rows: list[dict], epoch_rows: list[dict] | None = None) -> 
     if epoch_rows is None and all("kind" not in row for row in step_rows):
         epochs = []  # bare step rows: no epoch rows hidden among them
     lines = _step_loss_lines(steps)
-    placed = [(step, row) for step, row in _epoch_steps(epochs, steps) if _is_number(row.get("valid_loss"))]
+    placed = [(step, row) for step, row in _epoch_steps(epochs, steps) if is_number(row.get("valid_loss"))]
     fig = _curves(title, lines, "lines", "optimiser step", "loss (nats)")
     if placed:
         if not fig.data:  # validation rows before any step row: the empty placeholder has no axes to draw on
-            fig = _styled(go.Figure(), title, "optimiser step", "loss (nats)")
+            fig = styled(go.Figure(), title, "optimiser step", "loss (nats)")
         fig.add_trace(go.Scatter(
             x=[step for step, _ in placed], y=[row["valid_loss"] for _, row in placed], mode="lines+markers",
             name="validation CE (per epoch)",
@@ -186,7 +187,7 @@ def _loss_layout(fig: go.Figure) -> go.Figure:
 def whole_epoch_axis(fig: go.Figure, axis: str = "x") -> go.Figure:
     """Ticks at whole epochs only: Plotly would label 0.5 and 1.5 on a two-epoch run, and there is no half
     epoch. Beyond EPOCH_TICKS_MAX epochs, a tick every k-th epoch."""
-    values = [v for trace in fig.data for v in (getattr(trace, axis, None) or ()) if _is_number(v)]
+    values = [v for trace in fig.data for v in (getattr(trace, axis, None) or ()) if is_number(v)]
     first, last = min(values, default=1), max(values, default=1)
     every = max(1, math.ceil(last / EPOCH_TICKS_MAX))
     fig.update_xaxes(tickmode="linear", tick0=1 if every == 1 else 0, dtick=every, tickformat="d")
@@ -251,7 +252,7 @@ def confusion_heatmap(
             },
         )
     )
-    _styled(fig, title, "predicted class", "true class")
+    styled(fig, title, "predicted class", "true class")
     # Reading order: the first class in the top-left corner, as in a printed confusion matrix.
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", side="bottom")
@@ -273,7 +274,7 @@ def per_class_f1(per_model: dict[str, dict[str, dict]]) -> go.Figure:
         fig.add_trace(
             go.Bar(x=class_names, y=scores, name=model_name, texttemplate="%{y:.0%}", textposition="outside")
         )
-    _styled(fig, title, "class", "F1 (%)", y_percent=True)
+    styled(fig, title, "class", "F1 (%)", y_percent=True)
     fig.update_layout(barmode="group")
     fig.update_yaxes(range=[0, 1.1])
     return fig
@@ -301,183 +302,11 @@ def probability_bars(probs_by_model: dict[str, list[float]], label_names: list[s
                 textposition="auto",
             )
         )
-    _styled(fig, title, "probability (%)", "class")
+    styled(fig, title, "probability (%)", "class")
     fig.update_layout(barmode="group")
     fig.update_xaxes(range=[0, 1], tickformat=PERCENT_TICKS)
     fig.update_yaxes(autorange="reversed", type="category")
     return fig
-
-
-# ---- benchmarks --------------------------------------------------------------------------------------
-
-
-def _bench_series(rows: list[dict], x: str) -> dict[str, list[dict]]:
-    if x not in BENCH_AXES:
-        raise UserError(f"benchmark x axis must be one of {sorted(BENCH_AXES)}, got {x!r}")
-    # The dimension not on the x axis becomes part of the series, so each line varies in one thing only.
-    other, other_label = ("seq_len", "seq") if x == "batch_size" else ("batch_size", "batch")
-    series: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        if _is_number(row.get(x)):
-            name = f"{row.get('model', '?')} · {row.get('precision', '?')} · {other_label} {row.get(other, '?')}"
-            series[name].append(row)
-    return {name: sorted(points, key=lambda row: row[x]) for name, points in series.items()}
-
-
-def _bench_line_chart(rows: list[dict], x: str, y_key: str, title: str, y_title: str) -> go.Figure:
-    fig = go.Figure()
-    for name, points in _bench_series(rows, x).items():
-        points = [row for row in points if _is_number(row.get(y_key))]
-        if not points:
-            continue
-        trace = go.Scatter(x=[p[x] for p in points], y=[p[y_key] for p in points], mode="lines+markers", name=name)
-        if y_key == "latency_ms_p50":
-            # Asymmetric bar from p25 (the lower quartile: how tight the typical passes are) up to p95 (the tail
-            # latency a user waits for now and then); rows without quartiles draw only the upper part.
-            p95 = [row["latency_ms_p95"] if _is_number(row.get("latency_ms_p95")) else row[y_key] for row in points]
-            p25 = [row["latency_ms_p25"] if _is_number(row.get("latency_ms_p25")) else row[y_key] for row in points]
-            tail_ms = [max(high - row[y_key], 0.0) for high, row in zip(p95, points, strict=True)]
-            low_ms = [max(row[y_key] - low, 0.0) for low, row in zip(p25, points, strict=True)]
-            trace.error_y = {"type": "data", "symmetric": False, "array": tail_ms, "arrayminus": low_ms}
-        fig.add_trace(trace)
-    if not fig.data:
-        return empty_figure(title)
-    _styled(fig, title, BENCH_AXES[x], y_title)
-    # Batch sizes and lengths are powers of two: a log axis spaces them evenly; ticks at the measured values.
-    ticks = sorted({row[x] for row in rows if _is_number(row.get(x))})
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(t) for t in ticks])
-    return fig
-
-
-def latency_chart(rows: list[dict], x: str = "batch_size") -> go.Figure:
-    """Median latency per batch against batch size or length; the error bar spans p25 to p95."""
-    return _bench_line_chart(rows, x, "latency_ms_p50", "Latency per batch (p50, bar from p25 to p95)",
-                             "latency per batch (ms)")
-
-
-def throughput_chart(rows: list[dict], x: str = "batch_size") -> go.Figure:
-    """Examples processed per second against batch size or length (higher is better)."""
-    return _bench_line_chart(rows, x, "samples_per_s", "Throughput", "throughput (samples/s)")
-
-
-def speedup_bars(rows: list[dict], baseline_model: str) -> go.Figure:
-    """How many times faster each model is than ``baseline_model`` at the same batch size, length and precision:
-    the paired speed-up (``bench_stats.paired_speedups``: median of per-round ratios), bars from p25 to p75."""
-    from distill_core.bench_stats import paired_speedups
-
-    title = f"Speed-up over {baseline_model} (paired; bar p25 to p75)"
-    if not rows:
-        return empty_figure(title)
-    if not any(row.get("model") == baseline_model for row in rows):
-        return empty_figure(title, f"no benchmark rows for the baseline {baseline_model}")
-    bars: dict[str, dict[tuple, dict]] = defaultdict(dict)
-    for speedup in paired_speedups(rows, baseline_model):
-        bars[f"{speedup['model']} · {speedup['precision']}"][(speedup["batch_size"], speedup["seq_len"])] = speedup
-    if not bars:
-        return empty_figure(title)
-
-    settings = sorted({key for speedups in bars.values() for key in speedups}, key=lambda key: (key[0], key[1]))
-    categories = [f"batch {batch} · seq {seq}" for batch, seq in settings]
-    fig = go.Figure()
-    for name, speedups in bars.items():
-        cells = [speedups.get(key) for key in settings]
-        fig.add_trace(
-            go.Bar(
-                x=categories,
-                y=[c["speedup"] if c else None for c in cells],
-                error_y={"type": "data", "symmetric": False,
-                         "array": [c["speedup_p75"] - c["speedup"] if c else 0.0 for c in cells],
-                         "arrayminus": [c["speedup"] - c["speedup_p25"] if c else 0.0 for c in cells]},
-                name=name,
-                texttemplate="%{y:.1f}×",
-                textposition="outside",
-            )
-        )
-    _styled(fig, title, "batch size · sequence length (tokens)", "speed-up (× baseline throughput)")
-    fig.update_layout(barmode="group")
-    fig.add_hline(y=1.0, line_dash="dash", line_color="grey", annotation_text=f"{baseline_model} = 1×")
-    return fig
-
-
-# ---- speed vs accuracy -------------------------------------------------------------------------------
-
-
-def pareto_frontier(points: list[dict], x: str = "samples_per_s", y: str = "accuracy") -> list[dict]:
-    """The points no other point beats: higher ``x`` and higher ``y`` are both better.
-
-    A point is dominated when another is at least as good on both axes and strictly better on one, so exact
-    ties are all kept. Points missing either value are ignored. Returned sorted by ``x`` ascending (``y``
-    then descends along the frontier), ready to draw as a staircase.
-    """
-    candidates = [point for point in points if _is_number(point.get(x)) and _is_number(point.get(y))]
-
-    def dominated(point: dict) -> bool:
-        return any(
-            other[x] >= point[x] and other[y] >= point[y] and (other[x] > point[x] or other[y] > point[y])
-            for other in candidates
-        )
-
-    # O(n^2) is fine: a comparison holds a handful of models, and this is obviously correct.
-    frontier = [point for point in candidates if not dominated(point)]
-    return sorted(frontier, key=lambda point: (point[x], -point[y]))
-
-
-def _point_hover(point: dict) -> str:
-    lines = [str(point.get("name", "")), f"{point['samples_per_s']:.1f} samples/s", f"accuracy {point['accuracy']:.2%}"]
-    if _is_number(point.get("accuracy_std")):
-        lines[2] += f" ± {point['accuracy_std']:.2%} (std over {point.get('n_seeds', 'several')} seeds)"
-    if _is_number(point.get("size_mb")):
-        lines.append(f"{point['size_mb']:.1f} MB on disk")
-    return "<br>".join(lines)
-
-
-def speed_accuracy_scatter(points: list[dict]) -> go.Figure:
-    """Accuracy against throughput, one marker per model (sized by ``size_mb`` when every point has it),
-    with the Pareto frontier drawn as a staircase. A point standing for several seeds of one setting carries
-    ``accuracy_std`` (and ``samples_per_s_std``): drawn as error bars of one standard deviation each way."""
-    title = "Accuracy vs throughput"
-    valid = [p for p in points if _is_number(p.get("samples_per_s")) and _is_number(p.get("accuracy"))]
-    if not valid:
-        return empty_figure(title)
-
-    marker: dict[str, Any] = {"size": 14}
-    sizes_mb = [p["size_mb"] for p in valid if _is_number(p.get("size_mb")) and p["size_mb"] > 0]
-    if len(sizes_mb) == len(valid):
-        # Area proportional to size on disk; the largest marker is about 48 px across.
-        marker = {"size": sizes_mb, "sizemode": "area", "sizeref": 2.0 * max(sizes_mb) / 48**2, "sizemin": 8}
-    fig = go.Figure(
-        go.Scatter(
-            x=[p["samples_per_s"] for p in valid],
-            y=[p["accuracy"] for p in valid],
-            mode="markers+text",
-            text=[str(p.get("name", "")) for p in valid],
-            textposition="top center",
-            cliponaxis=False,  # labels of the fastest or most accurate model sit at the plot's edge
-            marker=marker,
-            hovertext=[_point_hover(p) for p in valid],
-            hoverinfo="text",
-            name="models",
-        )
-    )
-    for axis, key in (("error_y", "accuracy_std"), ("error_x", "samples_per_s_std")):
-        if any(_is_number(p.get(key)) for p in valid):
-            spread = [p[key] if _is_number(p.get(key)) else 0.0 for p in valid]  # 0: a single run, no bar
-            fig.update_traces({axis: {"type": "data", "array": spread, "visible": True, "thickness": 1.5}},
-                              selector={"name": "models"})
-    frontier = pareto_frontier(valid)
-    # "vh": from each frontier point drop to the next one's accuracy, then run right to it; the area below
-    # and to the left of the staircase is what the frontier models dominate.
-    fig.add_trace(
-        go.Scatter(
-            x=[p["samples_per_s"] for p in frontier],
-            y=[p["accuracy"] for p in frontier],
-            mode="lines",
-            line={"shape": "vh", "dash": "dash", "color": "grey"},
-            name="Pareto frontier",
-            hoverinfo="skip",
-        )
-    )
-    return _styled(fig, title, "throughput (samples/s)", "accuracy (%)", y_percent=True)
 
 
 def fit_percent_axis(fig, pad: float = 0.02):
@@ -508,7 +337,7 @@ def _axis_column(axis) -> tuple[str, bool]:
 
 
 def _cell(value: Any, percent: bool) -> Any:
-    if _is_number(value):
+    if is_number(value):
         return round(float(value) * 100, 2) if percent else round(float(value), 6)
     return value
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from . import figures
+from . import figures, figures_speed
 
 NOT_MEASURED = "not measured: run Benchmark"
 STYLE = """
@@ -123,7 +123,7 @@ def pareto_chart(models: Sequence[dict[str, Any]]) -> go.Figure:
     batch = 32 if measured and all(m.get("samples_per_s_b32") for m in measured) else 1
     points = [{"name": m["model"], "samples_per_s": m.get(f"samples_per_s_b{batch}"),
                "accuracy": m.get("test_accuracy"), "size_mb": m.get("size_mb")} for m in measured]
-    fig = figures.fit_percent_axis(figures.speed_accuracy_scatter(points), pad=0.01)
+    fig = figures.fit_percent_axis(figures_speed.speed_accuracy_scatter(points), pad=0.01)
     fig.update_layout(title=f"Accuracy vs throughput at batch {batch} (marker area: size on disk)", height=440,
                       legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0}, margin={"t": 70, "b": 60})
     return fig

@@ -7,7 +7,7 @@ import math
 import pytest
 from test_app_pages import app_env, make_finished_run, open_page  # noqa: F401  (app_env: the pages' fixture)
 
-from distill_core import figures, runs, storage
+from distill_core import figures_speed, runs, storage
 from distill_core.app import compare, seed_groups
 
 
@@ -70,7 +70,7 @@ def test_a_group_is_one_point_with_error_bars_on_the_speed_accuracy_chart():
          row("run c", 0.70, samples_per_s_b1=300.0)], {"run a": ("S", 1), "run b": ("S", 2), "run c": ("T", 1)})
     points, batch = compare.speed_accuracy_points(grouped)
     assert batch == 1 and len(points) == 2
-    fig = figures.speed_accuracy_scatter(points)
+    fig = figures_speed.speed_accuracy_scatter(points)
     models = next(trace for trace in fig.data if trace.name == "models")
     assert list(models.x) == pytest.approx([105.0, 300.0])
     assert list(models.error_y.array) == pytest.approx([0.05 / math.sqrt(2), 0.0])

@@ -1,4 +1,4 @@
-"""Plotly figure builders (distill_core.figures)."""
+"""Plotly figure builders (distill_core.figures, distill_core.figures_speed)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -12,12 +12,14 @@ from distill_core.figures import (
     confusion_heatmap,
     figure_table,
     figure_title,
-    latency_chart,
     loss_curves,
     overlay_curves,
-    pareto_frontier,
     per_class_f1,
     probability_bars,
+)
+from distill_core.figures_speed import (
+    latency_chart,
+    pareto_frontier,
     speed_accuracy_scatter,
     speedup_bars,
     throughput_chart,

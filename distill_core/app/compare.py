@@ -181,7 +181,7 @@ def grouped_comparison_rows(root: Path, run_names: Sequence[str]) -> list[dict[s
 
 
 def speed_accuracy_points(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Points for figures.speed_accuracy_scatter from Compare's rows, and the batch size they are measured at
+    """Points for figures_speed.speed_accuracy_scatter from Compare's rows, and the batch size they are measured at
     (32 when every measured model has it, else 1); a merged row brings its spread (error bars)."""
     measured = [r for r in rows if _is_value(r.get("samples_per_s_b1")) or _is_value(r.get("samples_per_s_b32"))]
     batch = 32 if measured and all(_is_value(r.get("samples_per_s_b32")) for r in measured) else 1

@@ -84,7 +84,7 @@ def bench_export_rows(result: dict, labels: dict[str, str] | None = None) -> lis
 
 
 def speed_accuracy_points(root: Path, rows: list[dict], labels: dict[str, str]) -> list[dict]:
-    """Points for figures.speed_accuracy_scatter: the best throughput of each model and its test accuracy."""
+    """Points for figures_speed.speed_accuracy_scatter: the best throughput of each model and its test accuracy."""
     accuracy: dict[str, float] = {}
     for run in runs.list_runs(Path(root).resolve()):
         if isinstance(run.get("test_accuracy"), (int, float)):
