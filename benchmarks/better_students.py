@@ -62,6 +62,9 @@ PLAN = (
         (*T2, *LOW_LABEL, "--transfer", "rest", *KD)),
 )
 # The grid's group (seed 1; --sweep-name); its best cell by validation accuracy gets seeds 2 and 3 as t2-best.
+# The grid's T 2, alpha 0.5 cell is the seed setting's seed 1: that run is not trained twice.
+SHARED_WITH_SWEEP = ("t2-kd", 1)
+SHARED_CELL = "T2-a0.5-s1"
 
 
 def distill_argv(data: str, teacher: Path, out: Path, flags: list[str] | tuple[str, ...], command: str = "distill"):
@@ -69,21 +72,26 @@ def distill_argv(data: str, teacher: Path, out: Path, flags: list[str] | tuple[s
             *COMMON, "--quiet", *flags]
 
 
-def best_cell(runs_dir: Path, name: str) -> dict[str, Any] | None:
-    path = runs_dir / name / "group.json"
-    if not path.is_file():
+def sweep_summary(runs_dir: Path, name: str) -> dict[str, Any] | None:
+    """The grid's sweep.summary (cells and best setting), or None before the sweep has started."""
+    if not (runs_dir / name / "group.json").is_file():
         return None
     sys.path.insert(0, str(REPO))
     from distill_core import sweep
 
-    result = sweep.summary(sweep.read_group(runs_dir, name))
-    return result["best"] if all(c["state"] == "done" for c in result["cells"]) else None  # the whole grid
+    return sweep.summary(sweep.read_group(runs_dir, name))
+
+
+def best_cell(runs_dir: Path, name: str) -> dict[str, Any] | None:
+    """The grid's best setting once every cell is done (chosen on the whole grid, never on part of it)."""
+    result = sweep_summary(runs_dir, name)
+    return result["best"] if result and all(c["state"] == "done" for c in result["cells"]) else None
 
 
 def run_path(args: argparse.Namespace, key: str, seed: int) -> Path:
     """Where a row's seed trained: its own run, or for the seed setting's seed 1 the sweep's matching cell."""
-    if (key, seed) == ("t2-kd", 1):
-        return args.runs / f"{args.sweep_name}-T2-a0.5-s1"
+    if (key, seed) == SHARED_WITH_SWEEP:
+        return args.runs / f"{args.sweep_name}-{SHARED_CELL}"
     return args.runs / f"{key}-s{seed}"
 
 
@@ -95,12 +103,9 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                                               [*T2, *SWEEP_GRID, "--seeds", "1"], command="sweep")))
     for row in PLAN:
         for seed in SEEDS:
-            name = f"{row.key}-s{seed}"
-            if (row.key, seed) == ("t2-kd", 1):
-                continue  # the grid's T 2, alpha 0.5, seed 1 cell is this run (run_path)
-            if not (args.runs / name / "eval.json").is_file():
-                todo.append((name, distill_argv(args.data, args.teacher, args.runs / name,
-                                                [*row.flags, "--seed", str(seed)])))
+            path = run_path(args, row.key, seed)
+            if path.name == f"{row.key}-s{seed}" and not (path / "eval.json").is_file():  # not the sweep's cell
+                todo.append((path.name, distill_argv(args.data, args.teacher, path, [*row.flags, "--seed", str(seed)])))
     return todo
 
 
@@ -185,14 +190,9 @@ def rows_measured(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def sweep_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
-    summary_path = args.runs / args.sweep_name / "group.json"
-    if not summary_path.is_file():
-        return []
-    sys.path.insert(0, str(REPO))
-    from distill_core import sweep
-
+    result = sweep_summary(args.runs, args.sweep_name)
     return [{k: c[k] for k in ("T", "alpha", "seed", "state", "valid_accuracy", "test_accuracy")}
-            for c in sweep.summary(sweep.read_group(args.runs, args.sweep_name))["cells"]]
+            for c in (result["cells"] if result else [])]
 
 
 def teacher_record(teacher: Path) -> dict[str, Any]:
