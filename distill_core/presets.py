@@ -69,8 +69,22 @@ METHOD_FIELDS = ("temperature", "alpha", "kd_loss", "hidden_weight", "attention_
 # The total loss is alpha*CE + (1 - alpha)*KD + hidden_weight*hidden + attention_weight*attention
 # + cosine_weight*cosine (KD = T^2 * KL(teacher || student) for kd_loss "kl"); each method below maps its paper's
 # weights onto these terms, and says what it adapts.
+NO_LAYER_TERMS = {"kd_loss": "kl", "hidden_weight": 0.0, "attention_weight": 0.0, "cosine_weight": 0.0,
+                  "layer_map": ""}
+
+
+def _method(name: str, summary: str, source: str, **terms: Any) -> Preset:
+    """A method preset: the given loss terms over NO_LAYER_TERMS, so it sets every METHOD_FIELDS entry."""
+    merged = {**NO_LAYER_TERMS, **terms}
+    if set(merged) != set(METHOD_FIELDS):  # a typo here would silently leave a field to the last method
+        raise ValueError(f"method preset {name!r} sets {sorted(merged)}, not exactly {METHOD_FIELDS}")
+    train = {field_name: merged[field_name] for field_name in METHOD_FIELDS}
+    return Preset(name=name, summary=summary, source=source, data_source=None, teacher=None, student=None,
+                  kind="method", train=train)
+
+
 METHOD_PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset(
+    _method(
         name="DistilBERT-style",
         summary="soft-target KD + a cosine loss on the last hidden states (T=2; KD, labels and cosine weighted "
                 "about 5:2:1 as the paper weighs soft targets, MLM and cosine; the teacher runs on every batch); "
@@ -80,12 +94,10 @@ METHOD_PRESETS: dict[str, Preset] = {p.name: p for p in (
                "1*L_cos(hidden states), student initialised from one teacher layer out of two. Adapted: the "
                "masked-LM term becomes the label CE of this classification task, and the distillation is task-"
                "specific (the paper distils during pre-training)",
-        data_source=None, teacher=None, student=None, kind="method",
         # (1 - alpha) : alpha : cosine = 0.71 : 0.29 : 0.14, the paper's 5 : 2 : 1.
-        train={"temperature": 2.0, "alpha": 0.29, "kd_loss": "kl", "hidden_weight": 0.0, "attention_weight": 0.0,
-               "cosine_weight": 0.14, "layer_map": ""},
+        temperature=2.0, alpha=0.29, cosine_weight=0.14,
     ),
-    Preset(
+    _method(
         name="TinyBERT-style (layers)",
         summary="hidden-state MSE + attention KL on every student layer, matched to evenly spaced teacher layers, "
                 "with prediction-layer KD at T=1 and no label term (the teacher runs on every batch: slower); "
@@ -96,11 +108,9 @@ METHOD_PRESETS: dict[str, Preset] = {p.name: p for p in (
                "compared as distributions with KL (MiniLM, Wang et al. 2020) rather than MSE on raw scores, the "
                "evenly spaced default map for the uniform one (type 2,4,6 as the layer map for the paper's map of 3 "
                "student layers onto 6), no embedding-layer term and no data augmentation (use transfer text)",
-        data_source=None, teacher=None, student=None, kind="method",
-        train={"temperature": 1.0, "alpha": 0.0, "kd_loss": "kl", "hidden_weight": 1.0, "attention_weight": 1.0,
-               "cosine_weight": 0.0, "layer_map": ""},
+        temperature=1.0, alpha=0.0, hidden_weight=1.0, attention_weight=1.0,
     ),
-    Preset(
+    _method(
         name="Logits only (Hinton)",
         summary="classic knowledge distillation: T^2-scaled KL to the teacher's softened outputs at T=4 plus a "
                 "small weight (0.1) on the labels; no intermediate layers",
@@ -108,9 +118,7 @@ METHOD_PRESETS: dict[str, Preset] = {p.name: p for p in (
                "soft targets at a raised temperature, gradients scaled by T^2, and 'a considerably lower weight' on "
                "the hard-label term. T=4 and alpha=0.1 are our picks inside the paper's range (it used T from 2 "
                "to 20, lower for smaller students)",
-        data_source=None, teacher=None, student=None, kind="method",
-        train={"temperature": 4.0, "alpha": 0.1, "kd_loss": "kl", "hidden_weight": 0.0, "attention_weight": 0.0,
-               "cosine_weight": 0.0, "layer_map": ""},
+        temperature=4.0, alpha=0.1,
     ),
 )}
 PRESETS.update(METHOD_PRESETS)
