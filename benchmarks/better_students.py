@@ -60,6 +60,11 @@ PLAN = (
     Row("ll-kd", "truncate:2", "1,000 labelled rows, logits KD", (*T2, *LOW_LABEL, *KD)),
     Row("ll-transfer", "truncate:2", "1,000 labelled rows + the other 7,080 as transfer text, logits KD",
         (*T2, *LOW_LABEL, "--transfer", "rest", *KD)),
+    # The low-label regime again from a weaker start: a fresh student has no pretrained layers to fall back on.
+    Row("cf-ll-labels", "config:L4-H256", "1,000 labelled rows, labels only", (*FRESH, *LOW_LABEL, "--alpha", "1")),
+    Row("cf-ll-kd", "config:L4-H256", "1,000 labelled rows, logits KD", (*FRESH, *LOW_LABEL, *KD)),
+    Row("cf-ll-transfer", "config:L4-H256", "1,000 labelled rows + the other 7,080 as transfer text, logits KD",
+        (*FRESH, *LOW_LABEL, "--transfer", "rest", *KD)),
 )
 # The grid's group (seed 1; --sweep-name); its best cell by validation accuracy gets seeds 2 and 3 as t2-best.
 # The grid's T 2, alpha 0.5 cell is the seed setting's seed 1: that run is not trained twice.

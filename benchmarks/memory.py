@@ -342,10 +342,10 @@ def main() -> int:
     if args.stages_child:
         stages_child(args.stages_child)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="kd-memory-bench-"))
     result = header("memory")
     result["settings"] = vars(args)
-    try:
+    with tempfile.TemporaryDirectory(prefix="kd-memory-bench-", ignore_cleanup_errors=True) as scratch:
+        work = Path(scratch)
         if "stages" in args.parts:
             print("[memory] stages ...", file=sys.stderr, flush=True)
             # Stages measured under another label (before/after a change) are kept beside this one.
@@ -362,8 +362,6 @@ def main() -> int:
             result = {**{k: v for k, v in (read_result("memory") or {}).items() if k in ("distill", "reference_runs",
                                                                                       "app")}, **result}
         write_result("memory_smoke" if args.smoke else "memory", result)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

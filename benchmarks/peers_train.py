@@ -214,13 +214,13 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     print(f"[peers] command: {' '.join(sys.argv)}", file=sys.stderr, flush=True)
-    work = Path(tempfile.mkdtemp(prefix="kd-peers-train-"))
     result = header("peers_train")
     result["settings"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                           if k not in ("name", "timeout_s", "skipped")}
     result["settings"].update(temperature=2.0, alpha=0.5)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.variants}
-    try:
+    with tempfile.TemporaryDirectory(prefix="kd-peers-train-", ignore_cleanup_errors=True) as scratch:
+        work = Path(scratch)
         for round_index in range(1, args.rounds + 1):
             for name in args.variants:
                 tag = f"{name}-r{round_index}"
@@ -244,8 +244,6 @@ def main() -> int:
         if args.keep_student and "kd_studio" in runs:
             shutil.copytree(work / f"kd_studio-r{args.rounds}-run", args.keep_student, dirs_exist_ok=True)
             print(f"[peers] kept KD Studio's student in {args.keep_student}", file=sys.stderr)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -382,11 +381,11 @@ def bf16_diagnosis(threads: int) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     print(f"[serving] command: {' '.join(sys.argv)}", file=sys.stderr, flush=True)
-    work = Path(tempfile.mkdtemp(prefix="kd-serving-peers-"))
     result = header("serving_peers")
     result["settings"] = {k: v for k, v in vars(args).items() if k != "name"}
     result["bf16_diagnosis"] = bf16_diagnosis(args.threads)
-    try:
+    with tempfile.TemporaryDirectory(prefix="kd-serving-peers-", ignore_cleanup_errors=True) as scratch:
+        work = Path(scratch)
         paths = {"student": args.student, "teacher": args.teacher}
         measured = {role: measure_model(args, role, paths[role], work) for role in args.models}
         if args.beside_worker:
@@ -395,8 +394,6 @@ def main() -> int:
             role.pop("variant_objects")
         result["models"] = measured
         write_result(args.name, result)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

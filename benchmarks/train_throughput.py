@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -176,13 +175,13 @@ def _tail(path: Path, n: int = 30) -> str:
 def main() -> int:
     args = parse_args()
     (teacher,) = require_offline_models("teacher-minilm")
-    work = Path(tempfile.mkdtemp(prefix="kd-train-bench-"))
     result = header("train_throughput")
     result["settings"] = {k: v for k, v in vars(args).items() if k not in ("name", "timeout_s")}
     result["settings"].update(teacher=str(teacher), data=str(AG_NEWS), max_length=150, temperature=2.0, alpha=0.5,
                               dropout=0.3)
     result["runs"] = {}
-    try:
+    with tempfile.TemporaryDirectory(prefix="kd-train-bench-", ignore_cleanup_errors=True) as scratch:
+        work = Path(scratch)
         for variant in args.variants:
             print(f"[bench] {variant} ...", file=sys.stderr, flush=True)
             if variant == "seed":
@@ -200,8 +199,6 @@ def main() -> int:
                        "test_accuracy_points": 100 * (run["test_accuracy"] - seed["test_accuracy"])}
                 for name, run in result["runs"].items() if name != "seed"}
         write_result(args.name, result)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
