@@ -37,7 +37,10 @@ from typing import Any
 
 from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, run_child, write_result
 
-VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed")
+VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_glibc_default")
+# kd_studio_glibc_default: KD Studio with glibc's own dynamic mmap threshold (KD_MALLOC_MMAP_THRESHOLD=0), i.e. the
+# allocator as it was before distill_core/allocator.py: the A/B of that change's memory and time.
+VARIANT_ENV = {"kd_studio_glibc_default": {"KD_MALLOC_MMAP_THRESHOLD": "0"}}
 TEST_PHASE = "evaluating the best checkpoint on the test split"
 
 
@@ -77,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     args.name = args.name or ("peers_train_smoke" if args.quick else "peers_train")
     args.skipped = {}
     if args.variants is None:
-        args.variants = list(VARIANTS)
+        args.variants = [name for name in VARIANTS if name not in VARIANT_ENV]  # the peers; A/Bs when named
         if not native_bf16():
             # bf16=True on a CPU without bf16 dot products (AVX2-only) makes every matmul several times slower:
             # no competent user keeps it, and one run would take hours. Name it in --variants to run it anyway.
@@ -115,7 +118,7 @@ def _child(argv: list[str], env: dict[str, str], log: Path, timeout_s: float) ->
     return child
 
 
-def run_kd_studio(args: argparse.Namespace, work: Path, tag: str) -> dict[str, Any]:
+def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dict[str, str]) -> dict[str, Any]:
     run_dir, timings = work / f"{tag}-run", work / f"{tag}-timings.json"
     cli_args = ["distill", "--data", args.data, "--teacher", args.teacher, "--student", args.student,
                 "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
@@ -124,7 +127,7 @@ def run_kd_studio(args: argparse.Namespace, work: Path, tag: str) -> dict[str, A
                 "--temperature", "2", "--alpha", "0.5", "--out", str(run_dir), "--quiet"]
     argv = [sys.executable, str(REPO / "benchmarks" / "_timed_distill.py"), str(timings), *cli_args]
     env = _env(args, work / f"{tag}-cache")  # fresh cache: the teacher pass is paid inside the clock
-    env["KD_RUNS_DIR"] = str(work)
+    env.update(KD_RUNS_DIR=str(work), **extra_env)
     child = _child(argv, env, work / f"{tag}.log", args.timeout_s)
     marks = json.loads(timings.read_text(encoding="utf-8"))["marks"]
     by_kind = {m["kind"]: m for m in reversed(marks)}  # first of each kind
@@ -197,6 +200,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                          "train_s_min": min(r["train_s"] for r in rows),
                          "train_s_median": statistics.median(r["train_s"] for r in rows),
                          "valid_accuracy": [r["valid_accuracy"] for r in rows],
+                         "peak_rss_mb": [r["peak_rss_mb"] for r in rows],
                          "load_start": [r["load_start"][0] for r in rows]}
     core = summary.get("kd_studio")
     if core:
@@ -227,8 +231,8 @@ def main() -> int:
                 print(f"[peers] round {round_index}/{args.rounds}: {name} (load {os.getloadavg()[0]:.1f}) ...",
                       file=sys.stderr, flush=True)
                 started = time.time()
-                if name == "kd_studio":
-                    row = run_kd_studio(args, work, tag)
+                if name.startswith("kd_studio"):
+                    row = run_kd_studio(args, work, tag, VARIANT_ENV.get(name, {}))
                 elif name.startswith("trainer_"):
                     row = run_trainer(args, work, tag, name.removeprefix("trainer_"))
                 else:

@@ -71,10 +71,11 @@ class Prepared:
 def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared:
     from transformers import set_seed
 
-    from . import models
+    from . import allocator, models
     from .preflight import check_models_fit, check_specs, check_transfer
 
     config.validate()
+    allocator.return_freed_memory_to_os()  # before any model loads: weights and activations follow the rule
     check_specs(config)  # the same checks, and words, as before a run is created from the dashboard
     on_event(progress.phase_event("preparing", "preparing: loading data"))
     data = load_data(config.data, config.seed)
@@ -125,11 +126,11 @@ def provenance() -> dict[str, Any]:
     import torch
     import transformers
 
-    from . import __version__
+    from . import __version__, allocator
 
     return {"kd_studio": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__, "accelerate": accelerate.__version__,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), **allocator.applied()}
 
 
 def run_record(prepared: Prepared) -> dict[str, Any]:
@@ -379,7 +380,9 @@ def execute(prepared: Prepared, run_dir: Path, *, accelerator=None, on_event: Ev
     accelerator = accelerator or make_accelerator(prepared.config.mixed_precision)
     is_main = accelerator.is_main_process
     if is_main:
-        runs.set_status(run_dir, "running", pid=os.getpid(), **run_shape(prepared))
+        from . import allocator
+
+        runs.set_status(run_dir, "running", pid=os.getpid(), allocator=allocator.applied(), **run_shape(prepared))
         recorder = recorder or progress.store_recorder(run_dir)
 
     def emit(event: dict[str, Any]) -> None:

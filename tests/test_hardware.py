@@ -8,7 +8,7 @@ import json
 import pytest
 from runs_support import tiny_config, trained_run
 
-from distill_core import cli, hardware, runs
+from distill_core import allocator, cli, hardware, runs
 from distill_core.config import SettingsError, TrainConfig
 from distill_core.hardware import Hardware, resolve_precision
 
@@ -87,3 +87,5 @@ def test_a_run_trains_in_and_records_the_resolved_precision(hw, expected, monkey
     assert provenance["mixed_precision_requested"] == "auto"
     assert provenance["mixed_precision"] == expected
     assert provenance["mixed_precision_reason"] == resolve_precision("auto", hw).reason
+    if allocator._glibc_mallopt() is not None:  # freed activations leave the process (allocator.py)
+        assert runs.read_status(run_dir)["allocator"]["malloc_mmap_threshold"] == allocator.DEFAULT_THRESHOLD_BYTES

@@ -1,0 +1,78 @@
+"""Give freed tensor memory back to the operating system during training (glibc Linux).
+
+PyTorch's CPU tensors come from ``malloc``. glibc serves a block above its mmap threshold with its own ``mmap``
+and unmaps it on ``free``; below the threshold the block comes from a heap that keeps freed memory for reuse.
+The threshold starts at 128 KiB but is *dynamic*: each freed mmapped block raises it to that block's size (up to
+32 MiB). After a few steps of training every activation tensor (1-30 MB here) is a heap block, and the heap
+grows to the sum of the largest shapes seen at different times (length-grouped batches change shape every step;
+validation batches are 4x larger), so the resident set ends far above what is alive at any moment.
+
+Fixing the threshold at 1 MiB keeps every activation-sized block in its own mapping, returned on ``free``. It
+was measured on the offline pair (``python benchmarks/memory.py --parts stages``, 2,000 train rows, batch 32):
+peak RSS 2,302 MB -> 1,515 MB, resident after the first epoch 1,933 MB -> 797 MB; the cost in step time is in
+BENCHMARKS.md (section "Memory"). Small blocks (tokenizer strings, Python objects) stay on the heap.
+
+``KD_MALLOC_MMAP_THRESHOLD`` (bytes) overrides the threshold; 0 leaves glibc's default behaviour alone. On
+other C libraries and platforms nothing changes and the run's provenance says so.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from typing import Any
+
+from .errors import UserError
+
+ENV_VAR = "KD_MALLOC_MMAP_THRESHOLD"
+DEFAULT_THRESHOLD_BYTES = 1 << 20
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+_applied: dict[str, Any] = {"malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet"}
+
+
+def threshold_from_env() -> int:
+    """The threshold to set, in bytes (0 = leave the C library's default); a bad value is refused by name."""
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_THRESHOLD_BYTES
+    if not raw.isdigit():
+        raise UserError(f"{ENV_VAR} must be a whole number of bytes (0 = glibc's default), got {raw!r}: fix or "
+                        "unset it")
+    return int(raw)
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018  (only glibc has it; musl's mallopt ignores the setting)
+    except (OSError, AttributeError):
+        return None
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def return_freed_memory_to_os() -> dict[str, Any]:
+    """Fix malloc's mmap threshold for this process (see the module docstring); the result, for provenance.
+
+    Idempotent. Call it before the models load, so their weights and every later activation follow the rule."""
+    threshold = threshold_from_env()
+    if threshold == 0:
+        why = f"{ENV_VAR}=0: the C library's default (dynamic threshold)"
+    elif (mallopt := _glibc_mallopt()) is None:
+        threshold, why = 0, "not glibc Linux: the C library's default"
+    elif mallopt(M_MMAP_THRESHOLD, min(threshold, 2**31 - 1)) != 1:
+        threshold, why = 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
+    else:
+        why = "blocks of this size or more are mmapped and given back on free"
+    _applied.update(malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why)
+    return dict(_applied)
+
+
+def applied() -> dict[str, Any]:
+    """What return_freed_memory_to_os set in this process (recorded in each run's provenance)."""
+    return dict(_applied)
