@@ -1,4 +1,4 @@
-"""distill_core.allocator: glibc's mmap threshold fixed for training, so freed activations leave the process."""
+"""distill_core.allocator: glibc's mmap threshold fixed on request, so freed activations leave the process."""
 from __future__ import annotations
 
 import json
@@ -49,11 +49,11 @@ def _child(env_value: str | None) -> dict:
 
 @pytest.mark.skipif(not GLIBC, reason="the mmap threshold is a glibc setting")
 def test_after_a_large_free_an_activation_sized_block_is_still_its_own_mapping():
-    fixed = _child(None)
-    assert fixed["applied"]["malloc_mmap_threshold"] == allocator.DEFAULT_THRESHOLD_BYTES
+    fixed = _child(str(allocator.LOW_MEMORY_THRESHOLD_BYTES))
+    assert fixed["applied"]["malloc_mmap_threshold"] == allocator.LOW_MEMORY_THRESHOLD_BYTES
     assert fixed["mapped"] == 1  # given back to the OS on free
 
-    default = _child("0")  # glibc's own dynamic rule: the block comes from the heap and stays there
+    default = _child(None)  # unset: glibc's own dynamic rule: the block comes from the heap and stays there
     assert default["applied"]["malloc_mmap_threshold"] is None
     assert "default" in default["applied"]["malloc_mmap_threshold_why"]
     assert default["mapped"] == 0
@@ -66,8 +66,10 @@ def test_a_bad_threshold_is_refused_naming_the_variable(raw, monkeypatch):
         allocator.threshold_from_env()
 
 
-def test_unset_means_one_mebibyte_and_zero_means_the_default(monkeypatch):
+def test_unset_and_zero_leave_the_c_library_alone(monkeypatch):
     monkeypatch.delenv(allocator.ENV_VAR, raising=False)
+    assert allocator.threshold_from_env() == 0
+    monkeypatch.setenv(allocator.ENV_VAR, "1048576")
     assert allocator.threshold_from_env() == 1 << 20
     monkeypatch.setenv(allocator.ENV_VAR, "0")
     assert allocator.threshold_from_env() == 0
