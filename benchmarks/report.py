@@ -8,52 +8,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from _common import REPO, RESULTS, read_result
+from report_format import f, pct, provenance, table, verdict
+from report_memory import section_memory
+from report_students import section_students
 
-Row = list[Any]
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
 SEED_PAIR_TARGET = 8.0      # student / teacher throughput, seed pair, batch 64 x 150 tokens
 LOW_PRECISION_TARGET = 1.5  # best low-precision student / its fp32 throughput
 ACCURACY_BUDGET_POINTS = 0.5
-APP_TARGET_MB = 2048.0
-
-
-def table(head: list[str], rows: list[Row]) -> str:
-    def cell(v: Any) -> str:
-        return "—" if v is None else str(v)
-
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def f(v: float | None, digits: int = 1) -> str | None:
-    return None if v is None else f"{v:,.{digits}f}"
-
-
-def pct(v: float | None, digits: int = 1) -> str | None:
-    return None if v is None else f"{100 * v:.{digits}f}%"
-
-
-def verdict(ok: bool) -> str:
-    return "**met**" if ok else "**missed**"
-
-
-def provenance(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    load = result.get("load_average_at_start"), result.get("load_average_at_end")
-    load_text = ""
-    if all(load):
-        load_text = f"; 1-min load average {load[0][0]:.1f} at start, {load[1][0]:.1f} at end"
-    return (f"Reproduce: `{result['command']}` — measured {m['date']} on {m['cpu_model']} "
-            f"({m['usable_cores']} usable cores, torch {m['torch_version']}, {m['torch_threads']} torch threads by "
-            f"default{load_text}).")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# sections
 
 
 def section_machine(results: dict[str, dict]) -> str:
@@ -380,101 +344,6 @@ def section_roofline(speed: dict | None) -> str:
     return "\n".join(out)
 
 
-def _flag(words: list[str], name: str) -> str:
-    """The value after `name` in a split command line, or "?" when the flag is absent."""
-    return words[words.index(name) + 1] if name in words[:-1] else "?"
-
-
-def _memory_stages(stages: dict[str, dict]) -> list[str]:
-    """Where a distillation run's resident set goes: one column of RSS (and peak so far) per measured variant."""
-    if not stages:
-        return []
-    labels = list(stages)
-    order = [m["stage"] for m in stages[labels[0]]["marks"]]
-    body = []
-    for stage in order:
-        row: list[Any] = [stage]
-        for label in labels:
-            mark = next((m for m in stages[label]["marks"] if m["stage"] == stage), None)
-            row.append(None if mark is None else f"{mark['rss_mb']:,.0f} ({mark['peak_mb']:,.0f})")
-        body.append(row)
-    body.append(["**peak RSS**", *(f"**{stages[label]['peak_rss_mb']:,.0f}**" for label in labels)])
-    first = stages[labels[0]]
-    sizes, settings = first["split_sizes"], first["settings"]
-    return [f"Where a distillation run's memory goes (`--parts stages`: `train.prepare` + `train.execute` in one "
-            f"process, VmRSS as each stage ends, VmHWM so far in brackets, MB; teacher: {first['teacher_kind']}, "
-            f"student `truncate:3`, train {sizes['train']:,} / valid {sizes['validation']:,} / test "
-            f"{sizes['test']:,} rows, batch {settings['batch_size']}, {settings['epochs']} epoch, "
-            f"{first['torch_threads']} torch threads):\n",
-            table(["stage ends", *labels], body) + "\n"]
-
-
-MEMORY_BREAKDOWN = """Where it goes (the stages table, glibc default): imports of torch, transformers, datasets and
-accelerate ~345 MB; the tokenised splits ~45 MB (memory-mapped Arrow); the teacher ~140 MB and the student ~150
-MB of weights and their Python objects; the teacher's pass over the train split at eval batch 128 adds ~640 MB of
-transient activations; then training (activations of batch 32 with attention dropout on the math-attention path,
-gradients, AdamW's two moments over the student's 17 M weights, 11.7 M of them the embedding matrix) and
-validation at batch 128. Everything after the teacher pass is freed tensors that glibc's heap keeps: resident
-1,020 MB after the first step becomes 1,933 MB after the first epoch, while with the mmap threshold fixed it is
-797 MB. The teacher is released once its logits are cached, so from then on the teacher's size does not count.
-
-A BERT-base-sized teacher (110 M parameters, width 768, FFN 3,072), on paper from these figures: its weights
-~420 MB fp32 instead of ~90 MB, and its logits pass at batch 128 x 128 tokens about twice MiniLM's ~640 MB of
-transient activations (each layer's hidden states and FFN are twice as wide; the 12 heads' attention the same),
-so the peak moves to the teacher pass: 345 + 45 + ~470 + student + ~1,300 MB, about 2.2-2.4 GB with glibc's
-default. The teacher is released after that pass, so training does not see it. Halving `--eval-batch-size`
-halves the transient. The seed's L-10 H-256 student has ~15.9 M parameters (7.8 M of them embeddings), near
-`truncate:3`'s 17 M, but ten layers keep more activations for the backward pass than three: its training phase
-needs more than the table's, which was not measured (the model is not available offline).
-"""
-
-
-def section_memory(mem: dict | None) -> str:
-    out = ["## 4. Memory (peak resident set)\n"]
-    if not mem:
-        return out[0] + "\n_Not measured yet: `python benchmarks/memory.py`._\n"
-    body = []
-    d = mem.get("distill")
-    if d:
-        sizes = d["split_sizes"]
-        shown = d["command"].split(" --out ")[0]
-        body.append([f"`python {shown}` (train {sizes['train']:,} / valid {sizes['validation']:,} / test "
-                     f"{sizes['test']:,} rows)", f(d["peak_rss_mb"], 0), "`os.wait4` ru_maxrss of the child",
-                     f(d["wall_s"], 0)])
-    for ref in mem.get("reference_runs", []):
-        words = (ref.get("command") or "").split()
-        scope = "all training rows" if "--train-samples" not in words else f"{_flag(words, '--train-samples')} rows"
-        body.append([f"offline reference run `{Path(ref['log']).stem}` ({scope}, {_flag(words, '--epochs')} epochs, "
-                     f"batch {_flag(words, '--batch-size')}; command in `{ref['log']}`)",
-                     f(ref["peak_rss_mb"], 0), "`/usr/bin/time -v` (chain log)", ref.get("wall")])
-    a = mem.get("app")
-    if a:
-        body.append([f"the app serving teacher-minilm + student-kd at {a['precision']} ({a['mode']})",
-                     f(a["peak_rss_mb"], 0), "VmHWM of the server process", f(a.get("seconds_to_both_predictions"))])
-        if a.get("idle_server"):
-            body.append(["the app idle, before any page was opened", f(a["idle_server"].get("VmHWM"), 0),
-                         "VmHWM of the server process", None])
-    out.append(table(["what", "peak RSS MB", "how", "wall s"], body) + "\n")
-    out.extend(_memory_stages(mem.get("stages") or {}))
-    refs = mem.get("reference_runs", [])
-    if d and refs:
-        out.append(f"Its peak did not grow with the data: the {sizes['train']:,}-row run at batch 64 peaked at "
-                   f"{d['peak_rss_mb']:,.0f} MB, the full-data reference runs at batch 32 at "
-                   f"{min(r['peak_rss_mb'] for r in refs):,.0f}-{max(r['peak_rss_mb'] for r in refs):,.0f} MB, so "
-                   "batch activations and the allocator set it rather than the dataset (which `datasets` keeps "
-                   "memory-mapped).\n")
-    if mem.get("stages"):
-        out.append(MEMORY_BREAKDOWN)
-    if a:
-        out.append(f"Target: app under 2 GiB with the offline pair loaded: {verdict(a['meets_target'])} — "
-                   f"{a['peak_rss_mb']:.0f} MB peak ({a['peak_rss_mb'] / 1024:.2f} GiB).")
-        if a.get("browser_error"):
-            out.append(f" (Browser unavailable: {a['browser_error']}; measured by the fallback.)")
-        out.append("\n")
-    out.append(provenance(mem) + "\n")
-    return "\n".join(out)
-
-
 STATIC_EXPORT = """## 5. Export at the fastest accurate precision
 
 `python -m distill_core export --model RUN_OR_FOLDER --precision bf16 --out DIR` (`distill_core/export.py`):
@@ -550,29 +419,6 @@ def section_compile(result: dict | None) -> str:
         f"\nCompiled / eager speed-up (median): **{sm['speedup_median']:.2f}x**; compiling took "
         f"**{result['compile_s']:.0f} s** (the first step). Verdict: {verdict_text}.\n",
         provenance(result) + "\n"])
-
-
-def section_students(students: dict | None) -> str:
-    """Issue 12: test accuracy of each distillation method over seeds (benchmarks/better_students.py)."""
-    import better_students
-
-    out = ["## 9. Better students: methods over seeds (issue 12)\n"]
-    if not students:
-        return out[0] + "\n_Not measured yet: `python benchmarks/better_students.py run/report`._\n"
-    teacher = students["teacher"]
-    out.append(f"Teacher `{teacher['run']}`: test accuracy {100 * teacher['test_accuracy']:.2f}% on all test rows. "
-               "Each row: one `distill` run per seed with the flags below, accuracy on every test row, mean ± "
-               "sample std over the seeds.\n")
-    out.append(better_students.markdown(students) + "\n")
-    if students.get("sweep"):
-        cells = [[f"{c['T']:g}", f"{c['alpha']:g}", c["seed"], c["state"], pct(c["valid_accuracy"], 2),
-                  pct(c["test_accuracy"], 2)] for c in students["sweep"]]
-        out.append("The T x alpha grid (`truncate:2`, chosen on validation accuracy):\n")
-        out.append(table(["T", "alpha", "seed", "state", "validation", "test"], cells) + "\n")
-    out.append("Commands (DATA = the 10,100-row AG News folder, TEACHER = the fine-tuned MiniLM-L6):\n")
-    out += [f"- {row['student']}, {row['method']}: `{row['command']}`" for row in students["rows"]]
-    out.append("\n" + provenance(students) + "\n")
-    return "\n".join(out)
 
 
 def main() -> int:

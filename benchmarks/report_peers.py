@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from report import f, provenance, table, verdict
+from report_format import f, provenance, table, verdict
 
 TRAINER_TARGET = 4.0         # KD Studio vs the HF Trainer KD recipe, to a saved model, quiet machine
 SEED_TARGET = 5.0            # KD Studio vs the seed loop
