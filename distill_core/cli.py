@@ -9,9 +9,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from .cli_args import build_parser, config_from_args, data_config_from_args, teacher_stage_from_args
+from .cli_progress import ProgressPrinter
+from .cli_runs import cmd_delete, cmd_list, cmd_rename, run_location
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -21,66 +23,6 @@ EXIT_USAGE = 2
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# progress: events -> tqdm bars
-
-class ProgressPrinter:
-    """Turns engine events into tqdm bars with an ETA (on stderr, so stdout stays machine-readable): one line per
-    phase (progress.PHASES: preparing, tokenising, teacher logits, training, validation, saving, test evaluation)
-    and a bar for each phase that counts."""
-
-    COUNTED: ClassVar[dict[str, str]] = {"teacher_progress": "teacher logits", "eval_progress": "test evaluation",
-                                         "valid_progress": "validation", "predict_progress": "predict"}
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.bar: Any = None  # the open tqdm bar
-        self.bar_name: str | None = None
-
-    def _bar(self, name: str, total: int | None, unit: str):
-        from tqdm.auto import tqdm
-
-        if self.bar_name != name:
-            self.close()
-            self.bar = tqdm(total=total, desc=name, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                            disable=self.quiet)
-            self.bar_name = name
-        return self.bar
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.bar = self.bar_name = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "start":
-            self._bar("training", event["total_steps"], "step")
-        elif kind == "step":
-            bar = self._bar("training", event["total_steps"], "step")
-            bar.update(event["step"] - bar.n)
-            bar.set_postfix(loss=f"{event['loss']:.4f}", samples_s=f"{event['samples_per_s']:.1f}")
-        elif kind == "epoch":
-            if self.bar is not None and not self.quiet:
-                # tqdm.write prints to stdout unless told otherwise; stdout carries only the JSON result.
-                self.bar.write(f"epoch {event['epoch']}: training_loss {event['training_loss']:.4f} "
-                               f"training_accuracy {event['training_accuracy']:.4f} valid_loss "
-                               f"{event['valid_loss']:.4f} valid_accuracy {event['valid_accuracy']:.4f} "
-                               f"({event['seconds']:.0f} s)", file=sys.stderr)
-        elif kind in self.COUNTED:
-            bar = self._bar(self.COUNTED[kind], event["total"], "ex")
-            bar.update(event["done"] - bar.n)
-        elif kind == "bench":
-            bar = self._bar("benchmark", event.get("total_cells", 0) or None, "cell")
-            bar.update(1)
-        elif kind in ("phase", "note", "early_stop") and not self.quiet:
-            if kind == "phase" and self.bar_name is not None:
-                self.close()
-            message = event.get("phase") or event.get("message") or f"early stop after epoch {event['epoch']}"
-            if kind == "phase" and event.get("epoch") and event.get("epochs"):
-                message += f" · epoch {event['epoch']} / {event['epochs']}"
-            print(f"[kd] {message}", file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # commands
 
@@ -267,55 +209,11 @@ def _cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
     return _execute(prepared, run_dir, progress, resume=True)
 
 
-def _run_location(run: Path) -> tuple[Path, str]:
-    """--run as (runs folder, run name): a run folder, or a bare run name in $KD_RUNS_DIR."""
-    from . import runs
-
-    if len(run.parts) == 1 and not run.is_dir():
-        return runs.runs_root(), run.name
-    return run.resolve().parent, run.name  # a folder that is not there is named by the engine's check
-
-
 def _cmd_resume_background(args: argparse.Namespace) -> dict[str, Any]:
     from . import manage
 
-    root, name = _run_location(args.run)
+    root, name = run_location(args.run)
     return manage.resume_in_background(root, name).as_dict()
-
-
-def _confirmed(names: list[str]) -> bool:
-    """Ask on the terminal; without one (a script), --yes is the only way to say yes."""
-    if not sys.stdin.isatty():
-        raise UserError("delete needs --yes when it cannot ask (no terminal): add --yes to delete "
-                        + ", ".join(names))
-    answer = input(f"Delete run(s) {', '.join(names)} and all their files? [y/N] ")
-    return answer.strip().lower() in ("y", "yes")
-
-
-def _cmd_delete(args: argparse.Namespace) -> dict[str, Any]:
-    from . import manage
-
-    located = [_run_location(run) for run in args.run]
-    roots = {root for root, _ in located}
-    if len(roots) > 1:
-        raise UserError("--run: give runs of one runs folder per delete (found " + ", ".join(map(str, roots)) + ")")
-    root, names = roots.pop(), [name for _, name in located]
-    plan = manage.plan_delete(root, names)
-    if plan.problems:
-        raise UserError("; ".join(plan.problems))
-    for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    if not args.yes and not _confirmed(names):
-        return {"deleted": []}
-    return {"deleted": manage.delete_runs(root, names)}
-
-
-def _cmd_rename(args: argparse.Namespace) -> dict[str, Any]:
-    from . import manage
-
-    root, name = _run_location(args.run)
-    new_dir, updated = manage.rename_run(root, name, args.to, field="--to")
-    return {"run": str(new_dir), "references_updated": updated}
 
 
 # Data flags that shape the splits a training run carves; a test file scored in full has no use for them.
@@ -422,12 +320,6 @@ def _cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     return export_model(args.model, args.out, args.precision)
 
 
-def _cmd_list(args: argparse.Namespace) -> dict[str, Any]:
-    from . import runs
-
-    return {"runs": runs.list_runs(args.runs_dir or runs.runs_root())}
-
-
 def _cmd_showcase(args: argparse.Namespace) -> dict[str, Any]:
     from . import showcase
 
@@ -451,8 +343,8 @@ COMMANDS = {"finetune": _cmd_train, "distill": _cmd_train, "pipeline": _cmd_pipe
             "benchmark": _cmd_benchmark, "bench-job": _cmd_bench_job, "probe": _cmd_probe, "push": _cmd_push,
             "worker": _cmd_worker,
             "resume": _cmd_resume,
-            "list": _cmd_list, "export": _cmd_export, "report": _cmd_report, "showcase": _cmd_showcase,
-            "delete": _cmd_delete, "rename": _cmd_rename}
+            "list": cmd_list, "export": _cmd_export, "report": _cmd_report, "showcase": _cmd_showcase,
+            "delete": cmd_delete, "rename": cmd_rename}
 
 
 def _quiet_libraries() -> None:
