@@ -364,8 +364,9 @@ STATIC_DISTRIBUTED = """## 6. Multi-GPU / multi-node
 The training loop is one Accelerate loop; `--batch-size` is the global batch (`split_batches`), so N processes take
 the same steps as one. `tests/test_distributed.py` launches **2 CPU processes (gloo backend, torchrun)** and checks
 that their per-step losses follow the 1-process run within 1e-4. The launch commands for GPUs and several nodes
-are documented in the README. **No GPU was lent to this session**, so GPU and multi-GPU throughput are not
-measured here.
+are documented in the README. **No GPU has been lent to this machine**, so GPU and multi-GPU throughput are not
+measured here; `python benchmarks/gpu_check.py` is the prepared check (fp32, bf16 and fp16 through the CLI, and
+`accelerate launch` over every GPU when there are several; `--smoke` runs it on a CPU).
 """
 
 
