@@ -5,7 +5,7 @@ AG News test rows.
     python benchmarks/better_students.py report --teacher runs/teacher --runs runs/students
         # -> benchmarks/results/better_students.json and the markdown table the README shows
 
-`run` trains every row of PLAN that is missing in --runs (each seed its own `distill` run; the T x alpha grid
+`run` trains every row of PLAN that is missing in --runs (each seed its own `distill` run; each student's T x alpha grid
 through `sweep`; the best cell's other seeds once the grid is done), with the exact CLI a user types. With
 `--workers 2` two runs train at once with one torch thread each, which on this 2-core machine gets more runs per
 hour than one run with two threads. The teacher: `python -m distill_core finetune --data ../shared/data/ag_news
@@ -66,7 +66,9 @@ PLAN = (
     Row("cf-ll-transfer", "config:L4-H256", "1,000 labelled rows + the other 7,080 as transfer text, logits KD",
         (*FRESH, *LOW_LABEL, "--transfer", "rest", *KD)),
 )
-# The grid's group (seed 1; --sweep-name); its best cell by validation accuracy gets seeds 2 and 3 as t2-best.
+# Each student's T x alpha grid (seed 1): group --sweep-name for truncate:2, --sweep-name + "-cf" for the fresh
+# student; its best cell by validation accuracy gets seeds 2 and 3 as KEY-best (t2-best, cf-best).
+SWEPT = {"t2": ("truncate:2", T2, "t2-layers"), "cf": ("config:L4-H256", FRESH, "cf-layers")}  # row shown before
 # The grid's T 2, alpha 0.5 cell is the seed setting's seed 1: that run is not trained twice.
 SHARED_WITH_SWEEP = ("t2-kd", 1)
 SHARED_CELL = "T2-a0.5-s1"
@@ -100,12 +102,18 @@ def run_path(args: argparse.Namespace, key: str, seed: int) -> Path:
     return args.runs / f"{key}-s{seed}"
 
 
+def sweep_group(args: argparse.Namespace, key: str) -> str:
+    return args.sweep_name if key == "t2" else f"{args.sweep_name}-{key}"
+
+
 def jobs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(name, argv) of every run still missing, in the order worth having first."""
     todo: list[tuple[str, list[str]]] = []
-    if not (args.runs / args.sweep_name / "group.json").is_file():
-        todo.append((args.sweep_name, distill_argv(args.data, args.teacher, args.runs / args.sweep_name,
-                                              [*T2, *SWEEP_GRID, "--seeds", "1"], command="sweep")))
+    for key, (_, flags, _) in SWEPT.items():
+        group = sweep_group(args, key)
+        if not (args.runs / group / "group.json").is_file():
+            todo.append((group, distill_argv(args.data, args.teacher, args.runs / group,
+                                             [*flags, *SWEEP_GRID, "--seeds", "1"], command="sweep")))
     for row in PLAN:
         for seed in SEEDS:
             path = run_path(args, row.key, seed)
@@ -136,12 +144,13 @@ def run(args: argparse.Namespace) -> int:
         thread.start()
     for thread in threads:
         thread.join()
-    cell = best_cell(args.runs, args.sweep_name)  # the grid's best setting, repeated over the other seeds
-    if cell is not None:
-        for seed in SEEDS[1:]:
-            name = f"t2-best-s{seed}"
+    for key, (_, student_flags, _) in SWEPT.items():  # each grid's best setting, repeated over the other seeds
+        cell = best_cell(args.runs, sweep_group(args, key))
+        for seed in SEEDS[1:] if cell is not None else ():
+            name = f"{key}-best-s{seed}"
             if not (args.runs / name / "eval.json").is_file():
-                flags = [*T2, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"]), "--seed", str(seed)]
+                flags = [*student_flags, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"]),
+                         "--seed", str(seed)]
                 subprocess.run(distill_argv(args.data, args.teacher, args.runs / name, flags), env=env, cwd=REPO,
                                check=False)
     return 0
@@ -184,13 +193,16 @@ def rows_measured(args: argparse.Namespace) -> list[dict[str, Any]]:
             [*COMMON, *flags, "--seed", "S"])
 
     out = [summarise(row.key, row.student, row.method, records(row.key), command(row.flags)) for row in PLAN]
-    cell = best_cell(args.runs, args.sweep_name)
-    if cell is not None:
+    for key, (student, student_flags, shown_after) in SWEPT.items():
+        cell = best_cell(args.runs, sweep_group(args, key))
+        if cell is None:
+            continue
         first = run_record(Path(cell["run"]))
-        best = [r for r in [first, *(run_record(args.runs / f"t2-best-s{s}") for s in SEEDS[1:])] if r]
-        flags = [*T2, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"])]
-        out.insert(3, summarise("t2-best", "truncate:2", f"best cell of the T x alpha sweep (T {cell['T']:g}, "
-                                f"alpha {cell['alpha']:g}; chosen on validation)", best, command(flags)))
+        best = [r for r in [first, *(run_record(args.runs / f"{key}-best-s{s}") for s in SEEDS[1:])] if r]
+        flags = [*student_flags, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"])]
+        at = next(i for i, row in enumerate(out) if row["key"] == shown_after) + 1
+        out.insert(at, summarise(f"{key}-best", student, f"best cell of the T x alpha sweep (T {cell['T']:g}, "
+                                 f"alpha {cell['alpha']:g}; chosen on validation)", best, command(flags)))
     return out
 
 
