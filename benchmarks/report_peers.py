@@ -264,8 +264,7 @@ def section_targets(results: dict[str, dict | None]) -> str:
                  f"{peak:,.0f} MB ({source})" if peak else "not measured",
                  verdict(peak <= RSS_TARGET_MB) if peak else None])
     if low:
-        slower = (statistics.median(r["train_s"] for r in ab_runs["kd_studio_low_memory"])
-                  / statistics.median(r["train_s"] for r in ab_runs["kd_studio"]))
+        slower = _allocator_slowdown(ab_runs)
         rows.append(["peak RSS with `KD_MALLOC_MMAP_THRESHOLD=1048576` (opt-in)", "≤ 1.5 GB",
                      f"{max(low):,.0f} MB, training ×{slower:.2f} slower (section 4b)",
                      verdict(max(low) <= RSS_TARGET_MB)])
@@ -278,6 +277,12 @@ def section_targets(results: dict[str, dict | None]) -> str:
 
 ALLOCATOR_NAMES = {"kd_studio_low_memory": "mmap threshold fixed at 1 MiB (`KD_MALLOC_MMAP_THRESHOLD=1048576`)",
                    "kd_studio": "glibc's dynamic threshold (the default)"}
+
+
+def _allocator_slowdown(runs: dict[str, list[dict[str, Any]]]) -> float:
+    """Median training time with the fixed threshold over the median with glibc's default."""
+    return (statistics.median(r["train_s"] for r in runs["kd_studio_low_memory"])
+            / statistics.median(r["train_s"] for r in runs["kd_studio"]))
 
 
 def section_allocator(ab: dict[str, Any] | None) -> str:
@@ -301,7 +306,7 @@ def section_allocator(ab: dict[str, Any] | None) -> str:
                       "load at start"], body) + "\n")
     fixed, dynamic = runs.get("kd_studio_low_memory") or [], runs.get("kd_studio") or []
     if fixed and dynamic:
-        ratio = statistics.median(r["train_s"] for r in fixed) / statistics.median(r["train_s"] for r in dynamic)
+        ratio = _allocator_slowdown(runs)
         out.append(f"Peak RSS {max(r['peak_rss_mb'] for r in dynamic):,.0f} → "
                    f"{max(r['peak_rss_mb'] for r in fixed):,.0f} MB; training time ×{ratio:.2f} (median over rounds; "
                    "the load column says how busy the machine was). Validation accuracy is the same computation "

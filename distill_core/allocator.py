@@ -74,5 +74,5 @@ def return_freed_memory_to_os() -> dict[str, Any]:
 
 
 def applied() -> dict[str, Any]:
-    """What return_freed_memory_to_os set in this process (recorded in each run's provenance)."""
+    """What return_freed_memory_to_os set in this process (train.execute records it in the run's status)."""
     return dict(_applied)

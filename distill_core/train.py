@@ -126,11 +126,11 @@ def provenance() -> dict[str, Any]:
     import torch
     import transformers
 
-    from . import __version__, allocator
+    from . import __version__
 
     return {"kd_studio": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__, "accelerate": accelerate.__version__,
-            "torch_threads": torch.get_num_threads(), **allocator.applied()}
+            "torch_threads": torch.get_num_threads()}
 
 
 def run_record(prepared: Prepared) -> dict[str, Any]:
