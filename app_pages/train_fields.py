@@ -18,7 +18,8 @@ TRAIN_KEYS = {"temperature": "t_temperature", "alpha": "t_alpha", "kd_loss": "t_
               "eval_batch_size": "t_eval_batch", "log_every_steps": "t_log_every", "max_steps": "t_max_steps",
               "teacher_cache": "t_teacher_cache", "hidden_weight": "t_hidden_weight",
               "attention_weight": "t_attention_weight", "cosine_weight": "t_cosine_weight",
-              "layer_map": "t_layer_map", "mixed_precision": "t_mixed_precision"}
+              "layer_map": "t_layer_map", "mixed_precision": "t_mixed_precision",
+              "freeze_embeddings": "t_freeze_embeddings"}
 DATA_KEYS = {"text_column": "t_text_col", "label_column": "t_label_col", "valid_fraction": "t_valid_fraction",
              "test_fraction": "t_test_fraction", "train_samples": "t_train_samples",
              "eval_samples": "t_eval_samples", "max_length": "t_max_length", "transfer_samples": "t_transfer_samples"}
@@ -49,7 +50,8 @@ FORM_LABELS = {field: label for rows in (MAIN_ROWS, MORE_ROWS, LAYER_ROWS) for r
                for label, field, *_ in row} | {
     "source": "Dataset", "text_column": "Text column", "label_column": "Label column", "student": "Student",
     "teacher": "Teacher", "teacher_cache": "Cache teacher logits", "layer_map": "Layer map",
-    "mixed_precision": "Training precision", "transfer": "Transfer text", "transfer_samples": "Transfer rows"}
+    "mixed_precision": "Training precision", "freeze_embeddings": "Freeze word embeddings", "transfer": "Transfer text",
+    "transfer_samples": "Transfer rows"}
 # A pipeline's teacher fine-tune: its own epochs, learning rate and model come from the teacher widgets.
 TEACHER_STAGE_LABELS = FORM_LABELS | {"epochs": "Teacher epochs", "lr": "Teacher learning rate",
                                       "student": "Teacher base model"}

@@ -231,3 +231,5 @@ def hyperparameters_section() -> None:
         # The worker trains on this server's hardware: say what the choice becomes here, and why.
         col_precision.caption(f"On this machine: {hardware.training_precision(precision).reason}.")
         col_cache.checkbox(FORM_LABELS["teacher_cache"], key=TRAIN_KEYS["teacher_cache"], help=HELP["teacher_cache"])
+        col_cache.checkbox(FORM_LABELS["freeze_embeddings"], key=TRAIN_KEYS["freeze_embeddings"],
+                           help=HELP["freeze_embeddings"])

@@ -80,7 +80,7 @@ def _front_matter(train: dict, source: Any) -> str:
 
 def _model_sections(train: dict, data: dict, distilled: bool) -> list[str]:
     """The "Model" and "Hyperparameters" sections; distillation-only settings read n/a for a fine-tune."""
-    hyperparameters = [
+    hyperparameters: list[list[Any]] = [
         ["temperature", train.get("temperature") if distilled else _NOT_DISTILLED],
         ["alpha (weight of cross-entropy)", train.get("alpha") if distilled else _NOT_DISTILLED],
         ["distillation loss", train.get("kd_loss") if distilled else _NOT_DISTILLED],
@@ -89,6 +89,7 @@ def _model_sections(train: dict, data: dict, distilled: bool) -> list[str]:
         ["batch size", train.get("batch_size")],
         ["max length (tokens)", data.get("max_length")],
         ["student dropout", train.get("dropout")],
+        ["word embeddings", "frozen" if train.get("freeze_embeddings") else "trained"],
         ["seed", train.get("seed")],
         ["optimizer", train.get("optimizer")],
     ]

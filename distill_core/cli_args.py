@@ -24,6 +24,7 @@ DATA_FLAGS = {"--data": "source", "--text-column": "text_column", "--label-colum
               "--transfer": "transfer", "--transfer-samples": "transfer_samples"}
 TRAIN_FLAGS = {"--epochs": "epochs", "--lr": "lr", "--batch-size": "batch_size", "--optimizer": "optimizer",
                "--warmup-ratio": "warmup_ratio", "--weight-decay": "weight_decay", "--dropout": "dropout",
+               "--freeze-embeddings": "freeze_embeddings",
                "--patience": "patience", "--seed": "seed", "--eval-batch-size": "eval_batch_size",
                "--max-steps": "max_steps", "--log-every": "log_every_steps", "--teacher-cache": "teacher_cache",
                "--mixed-precision": "mixed_precision"}

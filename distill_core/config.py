@@ -126,6 +126,12 @@ class TrainConfig:
     # None keeps the model's own dropout (what a teacher fine-tune uses).
     dropout: float | None = _setting(
         0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.", (0.0, 0.9))
+    # The word-embedding matrix is most of a small student's weights (11.7 M of truncate:3's 17.4 M): frozen, it
+    # needs no gradient and no AdamW moments. BENCHMARKS.md section 11 measures what that saves and costs.
+    freeze_embeddings: bool = _setting(
+        False, "Keep the student's word embeddings at their starting values (copied from the teacher or the "
+               "pretrained model): no gradients or optimiser state for them; less memory and optimiser time. Not for a "
+               "fresh config: student, whose embeddings start random.")
     patience: int | None = _setting(
         2, "Stop after this many epochs without a better validation accuracy (0 = never).", (1, 100))
     seed: int = _setting(42, "Seeds the split, the subsample, the student head and the batch order.", (0, 2**31 - 1))
@@ -171,6 +177,12 @@ class TrainConfig:
             found.append(Problem("student", self.student, "is built from a teacher: name a teacher or distil",
                                  plain=f"student spec {self.student!r} is built from a teacher: pass --teacher or "
                                        "use distill"))
+        if self.freeze_embeddings is True and student_ok and self.student.startswith("config:"):
+            found.append(Problem("freeze_embeddings", True, "keeps a fresh config: student's random embeddings: "
+                                 "untick it, or start from pretrained weights (truncate:N or a trained model)",
+                                 plain=f"--freeze-embeddings would keep the random embeddings of {self.student} (a "
+                                       "config: student starts from scratch): drop the flag, or use truncate:N or a "
+                                       "trained model", show_value=False))
         if "layer_map" not in bad:
             found += layer_map_syntax_problems(self.layer_map)
         return found + _range_problems(self, bad)

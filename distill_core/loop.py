@@ -197,7 +197,7 @@ def train_epoch(loop: Loop, epoch: int, cancel: Cancel) -> LossTotals:
 
 def _trained_parameters(loop: Loop) -> list[Any]:
     """What the gradient norm is clipped over: the student and, when there is one, the projection it trains."""
-    parameters = list(loop.model.parameters())
+    parameters = [p for p in loop.model.parameters() if p.requires_grad]
     if loop.projection is not None:
         parameters += list(loop.projection.parameters())
     return parameters

@@ -147,6 +147,16 @@ def build_student(spec: str, teacher, label_names: list[str], *, dropout: float 
     return AutoModelForSequenceClassification.from_config(config)
 
 
+def freeze_word_embeddings(model) -> int:
+    """Stop training ``model``'s word-embedding matrix (config ``freeze_embeddings``); the number of weights frozen.
+
+    Only the token table: position and type embeddings are small, and the embedding LayerNorm stays trained so the
+    layers above can still rescale what the fixed table gives them."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
 def max_positions(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 512))
 

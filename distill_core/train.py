@@ -100,10 +100,12 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
     else:
         student, tokenizer = models.load_classifier(config.student, data.label_names, dropout=config.dropout)
     models.check_max_length(student, config.data.max_length, config.student)
+    frozen = models.freeze_word_embeddings(student) if config.freeze_embeddings else 0
     if teacher_tokenizer is not None and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         # Not an error: teacher logits are cached per example and tokenised with the teacher's own tokenizer.
         on_event({"kind": "note", "message": "student and teacher use different vocabularies"})
     notes = {"student": models.describe(student), "student_parameters": models.parameter_count(student),
+             "student_trained_parameters": models.parameter_count(student) - frozen,
              "student_size_mb": round(models.size_on_disk_mb(student), 2),
              "labelled_rows": len(data.splits["train"]), "transfer_rows": len(transfer.rows) if transfer else 0,
              **({"transfer": transfer.record()} if transfer else {})}
@@ -320,7 +322,7 @@ def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int, projec
     import torch
     from transformers import get_constant_schedule, get_linear_schedule_with_warmup
 
-    named = list(model.named_parameters())
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # not a frozen embedding
     if projection is not None:
         named += [(f"projection.{name}", p) for name, p in projection.named_parameters()]
     if config.optimizer == "adam":  # the seed recipe: plain Adam at a constant rate

@@ -206,6 +206,28 @@ def test_alpha_1_distillation_is_label_only_training(root, finetuned, data_confi
     assert d_epoch["training_accuracy"] == f_epoch["training_accuracy"]
 
 
+def _word_embeddings(model_dir: Path):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(model_dir).get_input_embeddings().weight.detach()
+
+
+def test_frozen_word_embeddings_stay_the_teachers_while_the_layers_train(root, finetuned, data_config):
+    teacher = finetuned[0]
+    common = dict(epochs=1, max_steps=4, lr=1e-2, log_every_steps=1)
+    frozen_dir, _, _ = run(root, "frozen-embeddings", distill_config(data_config, teacher, freeze_embeddings=True,
+                                                                     **common))
+    trained_dir, _, _ = run(root, "trained-embeddings", distill_config(data_config, teacher, **common))
+    teacher_table = _word_embeddings(teacher / "model")
+    assert _word_embeddings(frozen_dir / "model").equal(teacher_table)  # truncate:N copies the teacher's table
+    assert not _word_embeddings(trained_dir / "model").equal(teacher_table)
+    frozen_steps, trained_steps = rows(frozen_dir, "step"), rows(trained_dir, "step")
+    assert frozen_steps[0]["loss"] == pytest.approx(trained_steps[0]["loss"], rel=1e-6)  # same start
+    assert frozen_steps[-1]["loss"] != pytest.approx(trained_steps[-1]["loss"], rel=1e-6)  # the rest trained apart
+    notes = storage.read_json(frozen_dir / "config.json")["provenance"]
+    assert notes["student_trained_parameters"] == notes["student_parameters"] - teacher_table.numel()
+
+
 # ---------------------------------------------------------------- cancel and early stopping
 
 def test_cancel_after_the_first_step(root, finetuned, data_config):
