@@ -14,6 +14,7 @@ SEED = TrainConfig(mode="distill", data=DataConfig(source=""), student="")  # Tr
 # The widget (session-state key) of each config field the form sets directly; presets map onto these too.
 TRAIN_KEYS = {"temperature": "t_temperature", "alpha": "t_alpha", "kd_loss": "t_kd_loss", "epochs": "t_epochs",
               "lr": "t_lr", "batch_size": "t_batch", "optimizer": "t_optimizer", "dropout": "t_dropout",
+              "attention_dropout": "t_attention_dropout",
               "warmup_ratio": "t_warmup", "weight_decay": "t_wd", "patience": "t_patience", "seed": "t_seed",
               "eval_batch_size": "t_eval_batch", "log_every_steps": "t_log_every", "max_steps": "t_max_steps",
               "teacher_cache": "t_teacher_cache", "hidden_weight": "t_hidden_weight",
@@ -39,6 +40,7 @@ MORE_ROWS = [
      ("Early-stopping patience", "patience", 1), ("Test fraction", "test_fraction", 0.05)],
     [("Seed", "seed", 1), ("Eval batch size", "eval_batch_size", 32), ("Log every N steps", "log_every_steps", 1),
      ("Max steps", "max_steps", 10)],
+    [("Attention dropout", "attention_dropout", 0.05)],
 ]
 LAYER_ROWS = [
     [("Hidden-state MSE weight", "hidden_weight", 0.1), ("Attention KL weight", "attention_weight", 0.1),
@@ -125,11 +127,21 @@ def field_inputs(rows: list[list[tuple]]) -> None:
             if isinstance(step, list):
                 column.selectbox(label, step, key=key, help=help)
             else:
+                # An empty field keeps the model's own value (attention dropout): say so in it.
+                own = {"placeholder": "the model's own"} if FORM_DEFAULTS.get(key, 0) is None else {}
                 column.number_input(label, step=step, key=key, help=help, format=next(iter(number_format), None),
-                                    **min_max(field))
+                                    **min_max(field), **own)
+
+
+def _typed(key: str, value: Any) -> Any:
+    """A widget value in the type of its default; an empty field whose default is empty (None) stays None."""
+    default = FORM_DEFAULTS[key]
+    if default is None:
+        return None if value is None else float(value)
+    return type(default)(value)
 
 
 def form_values(keys: dict[str, str]) -> dict[str, Any]:
     """Config fields from their widgets, in the types of the defaults (0 in an optional field is None)."""
-    values = {field: type(FORM_DEFAULTS[key])(st.session_state[key]) for field, key in keys.items()}
+    values = {field: _typed(key, st.session_state[key]) for field, key in keys.items()}
     return {field: (value or None) if field in OPTIONAL else value for field, value in values.items()}

@@ -69,8 +69,10 @@ PLAN = (
 # Each student's T x alpha grid (seed 1): group --sweep-name for truncate:2, --sweep-name + "-cf" for the fresh
 # student; its best cell by validation accuracy gets seeds 2 and 3 as KEY-best (t2-best, cf-best).
 SWEPT = {"t2": ("truncate:2", T2, "t2-layers"), "cf": ("config:L4-H256", FRESH, "cf-layers")}  # row shown before
-# The grid's T 2, alpha 0.5 cell is the seed setting's seed 1: that run is not trained twice.
-SHARED_WITH_SWEEP = ("t2-kd", 1)
+# Each grid's T 2, alpha 0.5 cell is its student's seed setting at seed 1: that run is not trained twice.
+# (Before the fresh student had its grid, runs of cf-kd trained seed 1 on its own as cf-kd-s1; it is used when
+# there and the grid is not.)
+SHARED_WITH_SWEEP = {("t2-kd", 1): "t2", ("cf-kd", 1): "cf"}
 SHARED_CELL = "T2-a0.5-s1"
 
 
@@ -97,9 +99,21 @@ def best_cell(runs_dir: Path, name: str) -> dict[str, Any] | None:
 
 def run_path(args: argparse.Namespace, key: str, seed: int) -> Path:
     """Where a row's seed trained: its own run, or for the seed setting's seed 1 the sweep's matching cell."""
-    if (key, seed) == SHARED_WITH_SWEEP:
-        return args.runs / f"{args.sweep_name}-{SHARED_CELL}"
-    return args.runs / f"{key}-s{seed}"
+    own = args.runs / f"{key}-s{seed}"
+    if (key, seed) in SHARED_WITH_SWEEP:
+        cell = args.runs / f"{sweep_group(args, SHARED_WITH_SWEEP[key, seed])}-{SHARED_CELL}"
+        return own if (own / "eval.json").is_file() and not (cell / "eval.json").is_file() else cell
+    return own
+
+
+def best_seed_path(args: argparse.Namespace, key: str, seed: int, cell: dict[str, Any]) -> Path:
+    """Where the grid's best setting trained seed ``seed``: KEY-best-sSEED, or the seed setting's own run when the
+    best cell is the seed setting (T 2, alpha 0.5) and that run exists."""
+    own = args.runs / f"{key}-best-s{seed}"
+    seed_setting = args.runs / f"{key}-kd-s{seed}"
+    if (cell["T"], cell["alpha"]) == (2.0, 0.5) and (seed_setting / "eval.json").is_file():
+        return seed_setting
+    return own
 
 
 def sweep_group(args: argparse.Namespace, key: str) -> str:
@@ -147,12 +161,11 @@ def run(args: argparse.Namespace) -> int:
     for key, (_, student_flags, _) in SWEPT.items():  # each grid's best setting, repeated over the other seeds
         cell = best_cell(args.runs, sweep_group(args, key))
         for seed in SEEDS[1:] if cell is not None else ():
-            name = f"{key}-best-s{seed}"
-            if not (args.runs / name / "eval.json").is_file():
+            path = best_seed_path(args, key, seed, cell)
+            if not (path / "eval.json").is_file():
                 flags = [*student_flags, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"]),
                          "--seed", str(seed)]
-                subprocess.run(distill_argv(args.data, args.teacher, args.runs / name, flags), env=env, cwd=REPO,
-                               check=False)
+                subprocess.run(distill_argv(args.data, args.teacher, path, flags), env=env, cwd=REPO, check=False)
     return 0
 
 
@@ -198,7 +211,7 @@ def rows_measured(args: argparse.Namespace) -> list[dict[str, Any]]:
         if cell is None:
             continue
         first = run_record(Path(cell["run"]))
-        best = [r for r in [first, *(run_record(args.runs / f"{key}-best-s{s}") for s in SEEDS[1:])] if r]
+        best = [r for r in [first, *(run_record(best_seed_path(args, key, s, cell)) for s in SEEDS[1:])] if r]
         flags = [*student_flags, "--temperature", str(cell["T"]), "--alpha", str(cell["alpha"])]
         at = next(i for i, row in enumerate(out) if row["key"] == shown_after) + 1
         out.insert(at, summarise(f"{key}-best", student, f"best cell of the T x alpha sweep (T {cell['T']:g}, "
@@ -206,8 +219,8 @@ def rows_measured(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
-def sweep_cells(args: argparse.Namespace) -> list[dict[str, Any]]:
-    result = sweep_summary(args.runs, args.sweep_name)
+def sweep_cells(args: argparse.Namespace, key: str = "t2") -> list[dict[str, Any]]:
+    result = sweep_summary(args.runs, sweep_group(args, key))
     return [{k: c[k] for k in ("T", "alpha", "seed", "state", "valid_accuracy", "test_accuracy")}
             for c in (result["cells"] if result else [])]
 
@@ -242,8 +255,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 def report(args: argparse.Namespace) -> int:
     result = header("better_students")
-    result.update({"teacher": teacher_record(args.teacher), "rows": rows_measured(args),
-                   "sweep": sweep_cells(args), "common_flags": COMMON})
+    rows = [row for row in rows_measured(args) if not args.keys or row["key"] in args.keys]
+    result.update({"teacher": teacher_record(args.teacher), "rows": rows,
+                   "sweep": sweep_cells(args) if not args.keys or "t2-best" in args.keys else [],
+                   "sweep_cf": sweep_cells(args, "cf") if not args.keys or "cf-best" in args.keys else [],
+                   "common_flags": COMMON})
     write_result(args.name, result)
     print(markdown(result))
     return 0
@@ -258,6 +274,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sweep-name", default="sw", help="the T x alpha grid's group in --runs")
     parser.add_argument("--name", default="better_students", help="results/<name>.json")
+    parser.add_argument("--keys", nargs="+", default=None, metavar="KEY",
+                        help="report: only these rows (e.g. cf-kd cf-best), for a re-measurement against another "
+                             "teacher; default every row")
     args = parser.parse_args()
     args.teacher, args.runs = args.teacher.resolve(), args.runs.resolve()
     return run(args) if args.action == "run" else report(args)

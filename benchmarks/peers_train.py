@@ -37,10 +37,17 @@ from typing import Any
 
 from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, run_child, write_result
 
-VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_memory")
-# kd_studio_low_memory: KD Studio with glibc's mmap threshold fixed at 1 MiB (distill_core/allocator.py, opt-in):
-# the A/B of that setting's memory and time against the default.
-VARIANT_ENV = {"kd_studio_low_memory": {"KD_MALLOC_MMAP_THRESHOLD": "1048576"}}
+VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_memory", "kd_studio_trim",
+            "kd_studio_frozen_embeddings", "kd_studio_no_attention_dropout", "kd_studio_lean")
+# KD Studio with opt-in memory levers, for A/Bs against its defaults (distill_core/allocator.py, config.py):
+# kd_studio_low_memory: glibc's mmap threshold fixed at 1 MiB; kd_studio_trim: malloc_trim every 10 steps and
+# around evaluation passes; kd_studio_frozen_embeddings: --freeze-embeddings; kd_studio_no_attention_dropout:
+# --attention-dropout 0; kd_studio_lean: the trim and both flags.
+VARIANT_ENV = {"kd_studio_low_memory": {"KD_MALLOC_MMAP_THRESHOLD": "1048576"},
+               "kd_studio_trim": {"KD_MALLOC_TRIM_EVERY": "10"}, "kd_studio_lean": {"KD_MALLOC_TRIM_EVERY": "10"}}
+VARIANT_FLAGS = {"kd_studio_frozen_embeddings": ["--freeze-embeddings"],
+                 "kd_studio_no_attention_dropout": ["--attention-dropout", "0"],
+                 "kd_studio_lean": ["--freeze-embeddings", "--attention-dropout", "0"]}
 TEST_PHASE = "evaluating the best checkpoint on the test split"
 
 
@@ -59,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed-per-round", action="store_true",
+                        help="round r trains with seed --seed + r - 1 (every variant of a round the same seed): "
+                             "accuracy over seeds from the same A/B")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
                         help="default: all; trainer_bf16 only where the CPU has native bf16 (see below)")
     parser.add_argument("--keep-student", type=Path, default=None,
@@ -80,7 +90,8 @@ def parse_args() -> argparse.Namespace:
     args.name = args.name or ("peers_train_smoke" if args.quick else "peers_train")
     args.skipped = {}
     if args.variants is None:
-        args.variants = [name for name in VARIANTS if name not in VARIANT_ENV]  # the peers; A/Bs when named
+        args.variants = [name for name in VARIANTS  # the peers; A/Bs when named
+                         if name not in VARIANT_ENV and name not in VARIANT_FLAGS]
         if not native_bf16():
             # bf16=True on a CPU without bf16 dot products (AVX2-only) makes every matmul several times slower:
             # no competent user keeps it, and one run would take hours. Name it in --variants to run it anyway.
@@ -118,13 +129,14 @@ def _child(argv: list[str], env: dict[str, str], log: Path, timeout_s: float) ->
     return child
 
 
-def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dict[str, str]) -> dict[str, Any]:
+def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dict[str, str],
+                  extra_flags: list[str]) -> dict[str, Any]:
     run_dir, timings = work / f"{tag}-run", work / f"{tag}-timings.json"
     cli_args = ["distill", "--data", args.data, "--teacher", args.teacher, "--student", args.student,
                 "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
                 "--max-length", str(args.max_length), "--seed", str(args.seed),
                 "--train-samples", str(args.train_samples), "--eval-samples", str(args.eval_samples),
-                "--temperature", "2", "--alpha", "0.5", "--out", str(run_dir), "--quiet"]
+                "--temperature", "2", "--alpha", "0.5", "--out", str(run_dir), "--quiet", *extra_flags]
     argv = [sys.executable, str(REPO / "benchmarks" / "_timed_distill.py"), str(timings), *cli_args]
     env = _env(args, work / f"{tag}-cache")  # fresh cache: the teacher pass is paid inside the clock
     env.update(KD_RUNS_DIR=str(work), **extra_env)
@@ -137,10 +149,13 @@ def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dic
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     valid = [m["valid_accuracy"] for m in epochs]
+    tested = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))["student"]
     return {
         "wall_s": child["wall_s"], "to_saved_model_s": child["wall_s"] - after_save,
         "train_s": test_start - by_kind["fit_start"]["t"],
         "valid_accuracy_per_epoch": valid, "valid_accuracy": max(valid),  # model/ holds the best epoch
+        "test_accuracy": tested["accuracy"], "test_rows": tested["n_examples"],
+        "allocator": json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("allocator"),
         "mixed_precision": config.get("mixed_precision"),
         "provenance_precision": {k: v for k, v in config.get("provenance", {}).items() if "precision" in k},
         "torch_threads": config.get("provenance", {}).get("torch_threads"),
@@ -226,18 +241,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kd-peers-train-", ignore_cleanup_errors=True) as scratch:
         work = Path(scratch)
         for round_index in range(1, args.rounds + 1):
+            seed = args.seed + round_index - 1 if args.seed_per_round else args.seed
+            round_args = argparse.Namespace(**{**vars(args), "seed": seed})
             for name in args.variants:
                 tag = f"{name}-r{round_index}"
                 print(f"[peers] round {round_index}/{args.rounds}: {name} (load {os.getloadavg()[0]:.1f}) ...",
                       file=sys.stderr, flush=True)
                 started = time.time()
                 if name.startswith("kd_studio"):
-                    row = run_kd_studio(args, work, tag, VARIANT_ENV.get(name, {}))
+                    row = run_kd_studio(round_args, work, tag, VARIANT_ENV.get(name, {}), VARIANT_FLAGS.get(name, []))
                 elif name.startswith("trainer_"):
-                    row = run_trainer(args, work, tag, name.removeprefix("trainer_"))
+                    row = run_trainer(round_args, work, tag, name.removeprefix("trainer_"))
                 else:
-                    row = run_seed(args, work, tag)
-                row.update(round=round_index, started_at=started)
+                    row = run_seed(round_args, work, tag)
+                row.update(round=round_index, seed=seed, started_at=started)
                 runs[name].append(row)
                 print(f"[peers] {name}: to saved model {row['to_saved_model_s']:.1f} s, valid accuracy "
                       f"{row['valid_accuracy']:.4f}", file=sys.stderr, flush=True)

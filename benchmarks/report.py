@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _common import REPO, RESULTS, read_result
 from report_format import f, pct, provenance, table, verdict
-from report_memory import section_memory
+from report_memory import section_memory, section_memory_levers, section_step_memory
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -384,6 +384,8 @@ def build(results: dict[str, dict | None]) -> str:
         section_roofline(results["inference_speed"]),
         section_memory(results["memory"]),
         report_peers.section_allocator(results["allocator_ab"]),
+        section_memory_levers(results["memory_levers"]),
+        section_step_memory(results["step_memory"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
@@ -392,7 +394,7 @@ def build(results: dict[str, dict | None]) -> str:
             "## 7b. Training against the HF Trainer KD recipe, quiet machine", 1)
         if results["peers_train_quiet"] else "",
         report_peers.section_serving(results["serving_peers"]),
-        section_students(results["better_students"]),
+        section_students(results["better_students"], results["better_students_cf"]),
         section_compile(results["compile_step"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
@@ -400,7 +402,8 @@ def build(results: dict[str, dict | None]) -> str:
 
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
-         "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab")
+         "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
+         "memory_levers", "better_students_cf", "step_memory")
 
 
 def section_compile(result: dict | None) -> str:

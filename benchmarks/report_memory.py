@@ -2,12 +2,14 @@
 goes (benchmarks/memory.py's results)."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from report_format import f, provenance, table, verdict
 
 APP_TARGET_MB = 2048.0
+RSS_TARGET_MB = 1536.0  # issue 11: peak RSS of a distillation of the offline pair
 
 
 def _flag(words: list[str], name: str) -> str:
@@ -103,3 +105,75 @@ def section_memory(mem: dict | None) -> str:
         out.append("\n")
     out.append(provenance(mem) + "\n")
     return "\n".join(out)
+
+
+LEVER_NAMES = {"kd_studio": "defaults",
+               "kd_studio_trim": "heap trim (`KD_MALLOC_TRIM_EVERY=10`)",
+               "kd_studio_frozen_embeddings": "`--freeze-embeddings`",
+               "kd_studio_no_attention_dropout": "`--attention-dropout 0`",
+               "kd_studio_lean": "lean: `KD_MALLOC_TRIM_EVERY=10`, `--freeze-embeddings --attention-dropout 0`"}
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    values = sorted(r[key] for r in rows)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _mean_std(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def section_memory_levers(levers: dict[str, Any] | None) -> str:
+    """Issue 11: the memory levers (heap trim, frozen embeddings, no attention dropout), interleaved A/B."""
+    title = "## 4c. Memory levers: heap trim, frozen word embeddings, no attention dropout (A/B)\n"
+    if not levers:
+        return title + ("\n_Not measured yet: `python benchmarks/peers_train.py --variants kd_studio_trim kd_studio "
+                        "kd_studio_lean --rounds 2 --seed-per-round --name memory_levers`._\n")
+    st, runs = levers["settings"], levers["runs"]
+    out = [title, f"KD Studio's `distill` of section 7's work (`{st['student']}`, {st['train_samples']:,} train and "
+                  f"{st['eval_samples']:,} validation and test rows, {st['epochs']} epochs, batch {st['batch_size']}, "
+                  f"{st['threads']} threads, fresh teacher-logit cache each run), the variants interleaved over "
+                  f"{st['rounds']} rounds; round r trains with seed {st['seed']} + r - 1, the same for every "
+                  "variant of the round. Peak RSS is `os.wait4`'s ru_maxrss of the process.\n"]
+    in_run_order = sorted(((row["started_at"], name, row) for name, rows in runs.items() for row in rows),
+                          key=lambda item: item[0])
+    body = [[LEVER_NAMES.get(name, name), row["round"], row.get("seed"), f(row["peak_rss_mb"], 0),
+             f(row["train_s"]), f"{100 * row['valid_accuracy']:.2f}", f"{100 * row['test_accuracy']:.2f}",
+             f"{row['load_start'][0]:.1f}"] for _, name, row in in_run_order]
+    out.append(table(["setting", "round", "seed", "peak RSS MB", "training s", "valid acc %", "test acc %",
+                      "load at start"], body) + "\n")
+    base = runs.get("kd_studio")
+    summary = []
+    for name, rows in runs.items():
+        speed = f"×{_median(rows, 'train_s') / _median(base, 'train_s'):.2f}" if base else None
+        peak = max(r["peak_rss_mb"] for r in rows)
+        summary.append([LEVER_NAMES.get(name, name), f(peak, 0), speed, _mean_std([r["test_accuracy"] for r in rows]),
+                        verdict(peak <= RSS_TARGET_MB)])
+    out.append(table(["setting", "peak RSS MB (max over rounds)", "training time vs defaults (medians)",
+                      f"test acc % over {st['rounds']} seeds, mean ± std", "≤ 1.5 GB"], summary) + "\n")
+    if levers.get("relabelled"):
+        out.append(f"_Names: {levers['relabelled']}._\n")
+    out.append(provenance(levers) + "\n")
+    return "\n".join(out)
+
+
+def section_step_memory(steps: dict[str, Any] | None) -> str:
+    """Issue 11: one student training step's activation memory and time per setting (benchmarks/step_memory.py)."""
+    title = "### 4d. One training step: where the activation memory goes\n"
+    if not steps:
+        return title + "\n_Not measured yet: `python benchmarks/step_memory.py --teacher TEACHER`._\n"
+    st = steps["settings"]
+    body = []
+    for name, rows in steps["runs"].items():
+        body.append([name, f(statistics.median(r["forward_growth_mb"] for r in rows), 0),
+                     f(max(r["peak_rss_mb"] for r in rows), 0), f(statistics.median(r["step_s"] for r in rows), 2),
+                     f"{rows[0]['trained_parameters'] / 1e6:.1f} M"])
+    return "\n".join([title, f"`{st['student']}` built from the teacher as `distill` builds it (hidden dropout "
+                             f"{st['dropout']}), one fixed batch of {st['batch_size']} x {st['tokens']} tokens, "
+                             f"forward + backward + AdamW, {st['steps']} steps per fresh process (the first not "
+                             f"counted), settings interleaved over {st['rounds']} rounds; medians over rounds.\n",
+                      table(["setting", "forward: resident set growth MB", "process peak RSS MB", "step s",
+                             "trained weights"], body) + "\n", provenance(steps) + "\n"])

@@ -1,5 +1,14 @@
-"""Optionally give freed tensor memory back to the operating system during training (glibc Linux): less memory,
-slower training. Off unless ``KD_MALLOC_MMAP_THRESHOLD`` asks for it.
+"""Give freed tensor memory back to the operating system during training (glibc Linux).
+
+Two opt-in levers, both about the same glibc behaviour (explained below); by default neither is on, because each
+costs training time and speed is what most users wait for:
+
+* **Trim** (``KD_MALLOC_TRIM_EVERY=10``): ``malloc_trim(0)`` every that many training steps and around each
+  evaluation pass hands the heap's free pages back. Interleaved A/B on the offline pair (BENCHMARKS.md section
+  4c, 2 rounds, load ~4): peak RSS 2,137 -> 1,947 MB, training x1.10 slower (pages given back are faulted in
+  and zeroed again on the next steps). With ``--freeze-embeddings --attention-dropout 0`` it is the run measured
+  at 1,407 MB.
+* **Fixed mmap threshold** (``KD_MALLOC_MMAP_THRESHOLD``): less memory again, slower training.
 
 PyTorch's CPU tensors come from ``malloc``. glibc serves a block above its mmap threshold with its own ``mmap``
 and unmaps it on ``free``; below the threshold the block comes from a heap that keeps freed memory for reuse.
@@ -11,7 +20,7 @@ validation batches are 4x larger), so the resident set ends far above what is al
 Fixing the threshold (``KD_MALLOC_MMAP_THRESHOLD=1048576``: 1 MiB) keeps every activation-sized block in its own
 mapping, returned on ``free``. Measured on the offline pair (BENCHMARKS.md sections 4 and 4b): peak RSS of a
 2,000-row distillation 2,197 -> 1,413 MB, but training 1.48x slower, because every fresh mapping is faulted in
-and zeroed page by page on each step. Speed is what most users wait for, so the default leaves glibc alone
+and zeroed page by page on each step. Speed is what most users wait for, so by default the threshold stays glibc's
 (unset or 0); set the variable where memory is the limit. Small blocks (strings, Python objects) stay on the
 heap either way. On other C libraries and platforms nothing changes, and the run's status says so.
 """
@@ -26,24 +35,36 @@ from typing import Any
 from .errors import UserError
 
 ENV_VAR = "KD_MALLOC_MMAP_THRESHOLD"
+TRIM_ENV_VAR = "KD_MALLOC_TRIM_EVERY"
+DEFAULT_TRIM_EVERY_STEPS = 0  # off: x1.10 slower training measured for 10% less peak memory (module docstring)
+LOW_MEMORY_TRIM_EVERY_STEPS = 10  # the value measured in BENCHMARKS.md section 4c
 LOW_MEMORY_THRESHOLD_BYTES = 1 << 20  # the value measured in BENCHMARKS.md
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-_applied: dict[str, Any] = {"malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet"}
+_applied: dict[str, Any] = {"malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet",
+                            "malloc_trim_every_steps": None}
+
+
+def _whole_number_from_env(name: str, default: int, unit: str) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise UserError(f"{name} must be a whole number of {unit}, got {raw!r}: fix or unset it")
+    return int(raw)
 
 
 def threshold_from_env() -> int:
     """The threshold to set, in bytes (0, the default = leave the C library alone); a bad value is refused by name."""
-    raw = os.environ.get(ENV_VAR, "").strip()
-    if not raw:
-        return 0
-    if not raw.isdigit():
-        raise UserError(f"{ENV_VAR} must be a whole number of bytes (0 = glibc's default), got {raw!r}: fix or "
-                        "unset it")
-    return int(raw)
+    return _whole_number_from_env(ENV_VAR, 0, "bytes (0 = glibc's default)")
 
 
-def _glibc_mallopt():
-    """glibc's ``mallopt``, or None where the C library is not glibc (musl, macOS, Windows)."""
+def trim_every_from_env() -> int:
+    """Training steps between two trims (0 = never); a bad value is refused by name."""
+    return _whole_number_from_env(TRIM_ENV_VAR, DEFAULT_TRIM_EVERY_STEPS, "training steps (0 = never trim)")
+
+
+def _glibc():
+    """The C library when it is glibc, else None (musl, macOS, Windows: nothing here applies)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -51,13 +72,47 @@ def _glibc_mallopt():
         libc.gnu_get_libc_version  # noqa: B018  (only glibc has it; musl's mallopt ignores the setting)
     except (OSError, AttributeError):
         return None
+    return libc
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return None
     mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt
 
 
+_trim_function: list[Any] = []  # [malloc_trim or None], looked up once
+
+
+def release_free_heap() -> bool:
+    """Hand the heap's free pages back to the OS now (glibc's ``malloc_trim(0)``); whether anything was released.
+
+    The training loop calls it every ``trim_every`` steps and around evaluation passes, whose batches are the
+    largest tensors of a run: without it their freed pages stay resident for the rest of the run. Nothing
+    happens unless ``KD_MALLOC_TRIM_EVERY`` turned trimming on for this process (return_freed_memory_to_os)."""
+    if not _trim_function:
+        libc = _glibc()
+        function = None if libc is None else libc.malloc_trim
+        if function is not None:
+            function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+        _trim_function.append(function)
+    function = _trim_function[0]
+    return bool(function is not None and _applied["malloc_trim_every_steps"] and function(0))
+
+
+def trim_due(step: int) -> bool:
+    """Whether the loop trims after optimiser step ``step`` (never when trimming is off or unavailable)."""
+    every = _applied["malloc_trim_every_steps"]
+    return bool(every) and step % every == 0
+
+
 def return_freed_memory_to_os() -> dict[str, Any]:
-    """Fix malloc's mmap threshold for this process if asked (see the module docstring); the result, for the run.
+    """Fix malloc's mmap threshold for this process if asked, and set how often the loop trims the heap (see the
+    module docstring); the result, for the run.
 
     Idempotent. Call it before the models load, so their weights and every later activation follow the rule."""
     threshold = threshold_from_env()
@@ -69,7 +124,9 @@ def return_freed_memory_to_os() -> dict[str, Any]:
         threshold, why = 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
     else:
         why = "blocks of this size or more are mmapped and given back on free"
-    _applied.update(malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why)
+    trim_every = trim_every_from_env() if _glibc() is not None else 0
+    _applied.update(malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why,
+                    malloc_trim_every_steps=trim_every)
     return dict(_applied)
 
 

@@ -78,6 +78,10 @@ def _front_matter(train: dict, source: Any) -> str:
     return "\n".join(lines)
 
 
+def _or_models_own(value: Any) -> Any:
+    return "the model's own" if value is None else value
+
+
 def _model_sections(train: dict, data: dict, distilled: bool) -> list[str]:
     """The "Model" and "Hyperparameters" sections; distillation-only settings read n/a for a fine-tune."""
     hyperparameters: list[list[Any]] = [
@@ -89,6 +93,7 @@ def _model_sections(train: dict, data: dict, distilled: bool) -> list[str]:
         ["batch size", train.get("batch_size")],
         ["max length (tokens)", data.get("max_length")],
         ["student dropout", train.get("dropout")],
+        ["student attention dropout", _or_models_own(train.get("attention_dropout"))],
         ["word embeddings", "frozen" if train.get("freeze_embeddings") else "trained"],
         ["seed", train.get("seed")],
         ["optimizer", train.get("optimizer")],

@@ -24,6 +24,7 @@ DATA_FLAGS = {"--data": "source", "--text-column": "text_column", "--label-colum
               "--transfer": "transfer", "--transfer-samples": "transfer_samples"}
 TRAIN_FLAGS = {"--epochs": "epochs", "--lr": "lr", "--batch-size": "batch_size", "--optimizer": "optimizer",
                "--warmup-ratio": "warmup_ratio", "--weight-decay": "weight_decay", "--dropout": "dropout",
+               "--attention-dropout": "attention_dropout",
                "--freeze-embeddings": "freeze_embeddings",
                "--patience": "patience", "--seed": "seed", "--eval-batch-size": "eval_batch_size",
                "--max-steps": "max_steps", "--log-every": "log_every_steps", "--teacher-cache": "teacher_cache",
@@ -76,7 +77,8 @@ def _add_train_args(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--out", required=command != "distill", help="run folder to create, e.g. runs/my-run")
     for flag, name in TRAIN_FLAGS.items():
         # A fine-tune keeps the model's own dropout unless told (a teacher is trained as its authors did).
-        shown = "the model's own" if (command, name) == ("finetune", "dropout") else None
+        own = name == "attention_dropout" or (command, name) == ("finetune", "dropout")
+        shown = "the model's own" if own else None
         _add_field_flag(parser, flag, name, default_text=shown)
     parser.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from distill_core import allocator
 from distill_core.errors import UserError
 
 __all__ = [
@@ -101,6 +102,7 @@ def predict_logits(
     loader = DataLoader(rows, batch_size=batch_size, shuffle=False, collate_fn=collator, num_workers=0,
                         sampler=order.tolist())
     batches = _run_batches(model, loader, columns, total_rows, on_progress)
+    allocator.release_free_heap()  # inference batches are a run's largest tensors: their pages go back now
     logits_sorted = np.concatenate(batches, axis=0).astype(np.float32, copy=False)
     logits_in_order = np.empty_like(logits_sorted)
     logits_in_order[order] = logits_sorted

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import checkpoints, objective, progress, runs
+from . import allocator, checkpoints, objective, progress, runs
 from .batching import LengthGroupedBatchSampler
 from .config import TrainConfig
 
 if TYPE_CHECKING:
-    from .train import EarlyStopping, EventHandler, Prepared
+    from .train import EventHandler, Prepared
 
 
 class Cancel:
@@ -119,6 +119,34 @@ class LossTotals:
 
 
 @dataclass
+class EarlyStopping:
+    """Stop after `patience` epochs without a better valid_accuracy (None: never). It also tracks the best accuracy,
+    which decides when model/ is saved. Its state is checkpointed: a resumed run stops where a whole one would."""
+    patience: int | None
+    best_accuracy: float = -1.0  # below any accuracy: the first epoch always improves
+    epochs_without_improvement: int = 0
+
+    def update(self, valid_accuracy: float) -> bool:
+        """Count an epoch; True if its valid_accuracy is the best so far (strictly: a tie keeps the earlier)."""
+        if valid_accuracy > self.best_accuracy:
+            self.best_accuracy, self.epochs_without_improvement = valid_accuracy, 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return bool(self.patience and self.epochs_without_improvement >= self.patience)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_accuracy": self.best_accuracy, "epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_accuracy = state["best_accuracy"]
+        self.epochs_without_improvement = state["epochs_without_improvement"]
+
+
+@dataclass
 class Loop:
     """What fit's phases share: the run, the objects Accelerate prepared and the counters a checkpoint saves."""
     prepared: Prepared
@@ -180,6 +208,8 @@ def train_epoch(loop: Loop, epoch: int, cancel: Cancel) -> LossTotals:
         loop.scheduler.step()
         loop.optimizer.zero_grad(set_to_none=True)
         loop.global_step += 1
+        if allocator.trim_due(loop.global_step):  # this step's freed activations leave the process
+            allocator.release_free_heap()
         # bookkeeping: on-device sums from the same forward pass (no extra one, no host sync)
         batch_totals = LossTotals.of_batch(loss)
         totals.add(batch_totals)
@@ -273,6 +303,7 @@ def validate(model, loader, accelerator, on_progress: Callable[[int], Any] | Non
     import torch.nn.functional as F
 
     model.eval()
+    allocator.release_free_heap()  # the pass below reuses no training-sized gaps: start from the live set
     loss_sum = torch.zeros((), dtype=torch.float64)
     correct = count = 0
     with torch.inference_mode():
@@ -287,4 +318,5 @@ def validate(model, loader, accelerator, on_progress: Callable[[int], Any] | Non
             if on_progress is not None:
                 on_progress(count)
     model.train()
+    allocator.release_free_heap()  # its batches are 4x training's: do not keep their pages for the next epoch
     return float(loss_sum / max(count, 1)), correct / max(count, 1)

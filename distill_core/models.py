@@ -72,7 +72,7 @@ def check_labels_match(config, label_names: list[str], spec: str) -> None:
 
 
 def load_classifier(spec: str, label_names: list[str], *, require_trained: bool = False,
-                    dropout: float | None = None):
+                    dropout: float | None = None, attention_dropout: float | None = None):
     """A Hub/local/bundled model as a sequence classifier with the data's labels; returns (model, tokenizer)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -89,8 +89,7 @@ def load_classifier(spec: str, label_names: list[str], *, require_trained: bool 
                         f"(python -m distill_core finetune --model {spec} ...)")
     else:
         overrides.update(label_maps(label_names))
-    if dropout is not None:
-        overrides["hidden_dropout_prob"] = dropout
+    overrides.update(dropout_overrides(dropout, attention_dropout))
     model = _from_pretrained(AutoModelForSequenceClassification, source, spec, use_safetensors=True, **overrides)
     if is_classifier(config):
         model.config.update(label_maps(label_names))  # names from the data, e.g. LABEL_0 -> World
@@ -105,11 +104,18 @@ def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
 
 
-def build_student(spec: str, teacher, label_names: list[str], *, dropout: float | None = None):
+def dropout_overrides(dropout: float | None, attention_dropout: float | None) -> dict[str, float]:
+    """BERT-family config fields for the dropout settings given (None keeps the model's own)."""
+    return {name: value for name, value in (("hidden_dropout_prob", dropout),
+                                            ("attention_probs_dropout_prob", attention_dropout)) if value is not None}
+
+
+def build_student(spec: str, teacher, label_names: list[str], *, dropout: float | None = None,
+                  attention_dropout: float | None = None):
     """A student derived from a teacher (`truncate:N` / `config:L-H`) or loaded like any classifier."""
     parsed = specs.parse_spec(spec)
     if parsed.kind not in ("truncate", "config"):
-        return load_classifier(spec, label_names, dropout=dropout)[0]
+        return load_classifier(spec, label_names, dropout=dropout, attention_dropout=attention_dropout)[0]
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     if teacher is None:
@@ -121,9 +127,7 @@ def build_student(spec: str, teacher, label_names: list[str], *, dropout: float 
             raise UserError(f"{spec!r}: the teacher has {total} layers; keep between 1 and {total - 1}")
         config = copy.deepcopy(teacher_config)
         config.num_hidden_layers = parsed.layers
-        if dropout is not None:
-            config.hidden_dropout_prob = dropout
-        config.update(label_maps(label_names))
+        config.update({**dropout_overrides(dropout, attention_dropout), **label_maps(label_names)})
         student = AutoModelForSequenceClassification.from_config(config)
         keep = evenly_spaced_layers(total, parsed.layers)
         teacher_state = teacher.state_dict()
@@ -142,7 +146,8 @@ def build_student(spec: str, teacher, label_names: list[str], *, dropout: float 
         max_position_embeddings=getattr(teacher_config, "max_position_embeddings", 512),
         type_vocab_size=getattr(teacher_config, "type_vocab_size", 2),
         pad_token_id=getattr(teacher_config, "pad_token_id", 0),
-        hidden_dropout_prob=0.1 if dropout is None else dropout, **label_maps(label_names),
+        hidden_dropout_prob=0.1 if dropout is None else dropout,
+        attention_probs_dropout_prob=0.1 if attention_dropout is None else attention_dropout, **label_maps(label_names),
     )
     return AutoModelForSequenceClassification.from_config(config)
 

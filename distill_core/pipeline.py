@@ -94,7 +94,8 @@ def teacher_stage_config(distill: TrainConfig, base_spec: str, *, epochs: int, l
     teacher_data = replace(distill.data, transfer=None, transfer_samples=None)
     return TrainConfig(mode="finetune", data=teacher_data, student=base_spec, epochs=epochs, lr=lr,
                        batch_size=distill.batch_size, optimizer="adamw", warmup_ratio=distill.warmup_ratio,
-                       weight_decay=distill.weight_decay, dropout=None, patience=distill.patience,
+                       weight_decay=distill.weight_decay, dropout=None, attention_dropout=None,
+                       patience=distill.patience,
                        seed=distill.seed, eval_batch_size=distill.eval_batch_size,
                        log_every_steps=distill.log_every_steps, mixed_precision=distill.mixed_precision,
                        extra={"stage": "teacher"})

@@ -112,7 +112,7 @@ def configs(root: Path, recipe: Recipe) -> list[tuple[str, TrainConfig, str]]:
                               "seed": 42, "log_every_steps": 10, "max_steps": recipe.max_steps,
                               "mixed_precision": recipe.mixed_precision}
     teacher = TrainConfig(mode="finetune", student=BASE, epochs=recipe.teacher_epochs, lr=recipe.teacher_lr,
-                          dropout=None, extra={"stage": "teacher", MARK: True}, **common)
+                          dropout=None, attention_dropout=None, extra={"stage": "teacher", MARK: True}, **common)
     stages = [(TEACHER, teacher, f"fine-tuning the teacher ({BASE})")]
     for name, spec in STUDENTS:
         student = TrainConfig(mode="distill", student=spec, teacher=str(Path(root) / TEACHER),

@@ -3,7 +3,7 @@
 `prepare` loads and checks everything before a run folder exists. `fit` is a skeleton of named phases: build the
 loop (tokenise, teacher logits, length-grouped batches, Accelerate), restore a checkpoint (resume), then per epoch
 train and end the epoch (validate, log, keep the best model, checkpoint, stop early; these two are in loop.py),
-and finally the test report (`evaluate_run`). `execute` runs `fit` with the run's status kept truthful. Teacher
+and finally the test report (run_evaluation.py). `execute` runs `fit` with the run's status kept truthful. Teacher
 logits come through teacher_cache.py; checkpoints.py writes the best model and the resumable checkpoint.
 
 Design choices that differ from the seed recipe, and why:
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoints, hardware, loop, progress, runs, storage, teacher_cache
+from . import checkpoints, hardware, loop, progress, run_evaluation, runs, teacher_cache
 from .batching import Collator, LengthGroupedBatchSampler, TrainRows, tokenize_rows, tokenize_splits
 from .config import TrainConfig, config_to_dict
 from .data import LoadedData, load_data
@@ -95,10 +95,12 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
     if models.is_derived_spec(config.student):
         # check_specs refused a derived student without a teacher, so the teacher and its tokenizer are loaded.
         assert teacher_tokenizer is not None
-        student = models.build_student(config.student, teacher, data.label_names, dropout=config.dropout)
+        student = models.build_student(config.student, teacher, data.label_names, dropout=config.dropout,
+                                       attention_dropout=config.attention_dropout)
         tokenizer = teacher_tokenizer
     else:
-        student, tokenizer = models.load_classifier(config.student, data.label_names, dropout=config.dropout)
+        student, tokenizer = models.load_classifier(config.student, data.label_names, dropout=config.dropout,
+                                                    attention_dropout=config.attention_dropout)
     models.check_max_length(student, config.data.max_length, config.student)
     frozen = models.freeze_word_embeddings(student) if config.freeze_embeddings else 0
     if teacher_tokenizer is not None and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
@@ -173,34 +175,6 @@ def make_accelerator(mixed_precision: str = "auto"):
 # ----------------------------------------------------------------------------------------------------------------
 # the loop (the phases of an epoch are in loop.py)
 
-@dataclass
-class EarlyStopping:
-    """Stop after `patience` epochs without a better valid_accuracy (None: never). It also tracks the best accuracy,
-    which decides when model/ is saved. Its state is checkpointed: a resumed run stops where a whole one would."""
-    patience: int | None
-    best_accuracy: float = -1.0  # below any accuracy: the first epoch always improves
-    epochs_without_improvement: int = 0
-
-    def update(self, valid_accuracy: float) -> bool:
-        """Count an epoch; True if its valid_accuracy is the best so far (strictly: a tie keeps the earlier)."""
-        if valid_accuracy > self.best_accuracy:
-            self.best_accuracy, self.epochs_without_improvement = valid_accuracy, 0
-            return True
-        self.epochs_without_improvement += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return bool(self.patience and self.epochs_without_improvement >= self.patience)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best_accuracy": self.best_accuracy, "epochs_without_improvement": self.epochs_without_improvement}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_accuracy = state["best_accuracy"]
-        self.epochs_without_improvement = state["epochs_without_improvement"]
-
-
 def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event: EventHandler = _no_event,
         resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint by valid_accuracy, then evaluate it on the test split.
@@ -246,7 +220,7 @@ def fit(prepared: Prepared, run_dir: Path | None, *, accelerator=None, on_event:
     if state == "done" and run_dir is not None and accelerator.is_main_process:
         emit(progress.phase_event("test_evaluation", "evaluating the best checkpoint on the test split",
                                   total=len(prepared.data.splits["test"])))
-        result["eval"] = evaluate_run(prepared, run_dir, on_event=emit)
+        result["eval"] = run_evaluation.evaluate_run(prepared, run_dir, on_event=emit)
     return result
 
 
@@ -301,7 +275,7 @@ def _build(prepared: Prepared, run_dir: Path | None, emit: EventHandler, acceler
         prepared.student, *([projection] if projection is not None else []), optimizer, train_loader, valid_loader,
         scheduler)
     return loop.Loop(prepared, run_dir, emit, accelerator, model, optimizer, scheduler, train_loader, valid_loader,
-                     sampler, len(train_set), total_steps, EarlyStopping(config.patience),
+                     sampler, len(train_set), total_steps, loop.EarlyStopping(config.patience),
                      projection=prepared_projection[0] if prepared_projection else None)
 
 
@@ -336,39 +310,6 @@ def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int, projec
     optimizer = torch.optim.AdamW(groups, lr=config.lr)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-
-
-def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no_event) -> dict[str, Any]:
-    """Test metrics of the saved best model, the teacher's, and their agreement -> eval.json."""
-    from transformers import AutoModelForSequenceClassification
-
-    from .evaluate import classification_metrics, predict_logits, prediction_record, softmax_np
-
-    test = prepared.data.splits["test"]
-    model = AutoModelForSequenceClassification.from_pretrained(runs.model_dir(run_dir), use_safetensors=True)
-    tokenized = tokenize_splits(prepared.data, prepared.tokenizer, prepared.config.data.max_length)["test"]
-    labels = np.asarray(test["label"])
-    logits = predict_logits(model, tokenized, Collator(prepared.tokenizer),
-                            batch_size=prepared.config.eval_batch_size,
-                            on_progress=lambda d, t: on_event({"kind": "eval_progress", "done": d, "total": t}))
-    preds = logits.argmax(-1)
-    report: dict[str, Any] = {"split": "test", "label_names": prepared.data.label_names}
-    teacher_logits = teacher_preds = None
-    if prepared.teacher_key is not None:  # a distillation (its teacher may have been released after caching)
-        teacher_logits = teacher_cache.logits_for(prepared, "test", on_event)
-        teacher_preds = teacher_logits.argmax(-1)
-        report["teacher"] = classification_metrics(labels, teacher_preds, prepared.data.label_names,
-                                                   probs=softmax_np(teacher_logits))
-        report["teacher"]["spec"] = prepared.config.teacher
-    report["student"] = classification_metrics(labels, preds, prepared.data.label_names,
-                                               probs=softmax_np(logits), reference_preds=teacher_preds)
-    report["student"]["spec"] = prepared.config.student
-    if teacher_preds is not None:
-        report["accuracy_retained"] = report["student"]["accuracy"] / max(report["teacher"]["accuracy"], 1e-12)
-    storage.write_json_atomic(run_dir / runs.PREDICTIONS_FILE, prediction_record(
-        prepared.data.label_names, test["text"], labels, logits, teacher_logits))
-    storage.write_json_atomic(runs.eval_path(run_dir), report)
-    return report
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -38,11 +38,13 @@ print(json.dumps({"applied": applied, "mapped": mapped}))
 """
 
 
-def _child(env_value: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != allocator.ENV_VAR}
+def _child(env_value: str | None, code: str = CHILD, variable: str = allocator.ENV_VAR) -> dict:
+    """``code``'s JSON line, run in a fresh process with ``variable`` set to ``env_value`` (None: unset) and the
+    other allocator variable unset."""
+    env = {k: v for k, v in os.environ.items() if k not in (allocator.ENV_VAR, allocator.TRIM_ENV_VAR)}
     if env_value is not None:
-        env[allocator.ENV_VAR] = env_value
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True,
+        env[variable] = env_value
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          timeout=120)
     return json.loads(out.stdout)
 
@@ -74,3 +76,69 @@ def test_unset_and_zero_leave_the_c_library_alone(monkeypatch):
     monkeypatch.setenv(allocator.ENV_VAR, "0")
     assert allocator.threshold_from_env() == 0
     assert allocator.return_freed_memory_to_os()["malloc_mmap_threshold"] is None
+
+
+# A fresh process fragments its heap: 400 blocks of 64 KiB (below glibc's mmap threshold, so heap blocks), every
+# other one freed and the last kept, so free() cannot shrink the heap's top. It reports its resident set after the
+# frees and after release_free_heap().
+TRIM_CHILD = """
+import ctypes, json
+from distill_core import allocator
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+applied = allocator.return_freed_memory_to_os()
+blocks = [libc.malloc(64 << 10) for _ in range(400)]
+for block in blocks:
+    ctypes.memset(block, 1, 64 << 10)  # touch every page, so it is resident
+for block in blocks[:-1:2]:
+    libc.free(block)
+before = rss_mb()
+released = allocator.release_free_heap()
+print(json.dumps({"applied": applied, "released": released, "before": before, "after": rss_mb()}))
+"""
+
+
+def _trim_child(trim_every: str | None) -> dict:
+    return _child(trim_every, TRIM_CHILD, allocator.TRIM_ENV_VAR)
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_trimming_gives_the_freed_gaps_of_a_fragmented_heap_back_when_turned_on():
+    trimmed = _trim_child(str(allocator.LOW_MEMORY_TRIM_EVERY_STEPS))
+    assert trimmed["applied"]["malloc_trim_every_steps"] == allocator.LOW_MEMORY_TRIM_EVERY_STEPS
+    assert trimmed["released"] is True
+    # 200 freed 64 KiB gaps = 12.5 MiB of resident pages; most leave (headers keep a page of some gaps)
+    assert trimmed["before"] - trimmed["after"] > 6
+
+    for off in (_trim_child(None), _trim_child("0")):  # the default is off: nothing is trimmed, the gaps stay
+        assert off["applied"]["malloc_trim_every_steps"] == 0 == allocator.DEFAULT_TRIM_EVERY_STEPS
+        assert off["released"] is False
+        assert abs(off["before"] - off["after"]) < 1
+
+
+@pytest.mark.parametrize("raw", ["ten", "-1", "2.5"])
+def test_a_bad_trim_interval_is_refused_naming_the_variable(raw, monkeypatch):
+    monkeypatch.setenv(allocator.TRIM_ENV_VAR, raw)
+    with pytest.raises(UserError, match=allocator.TRIM_ENV_VAR):
+        allocator.trim_every_from_env()
+
+
+def test_the_loop_trims_every_n_steps_and_never_when_off(monkeypatch):
+    monkeypatch.setenv(allocator.TRIM_ENV_VAR, "3")
+    applied = allocator.return_freed_memory_to_os()
+    try:
+        every = applied["malloc_trim_every_steps"]
+        assert [step for step in range(1, 10) if allocator.trim_due(step)] == ([3, 6, 9] if GLIBC else [])
+        assert every == (3 if GLIBC else 0)
+        monkeypatch.setenv(allocator.TRIM_ENV_VAR, "0")
+        allocator.return_freed_memory_to_os()
+        assert not any(allocator.trim_due(step) for step in range(1, 10))
+    finally:
+        monkeypatch.delenv(allocator.TRIM_ENV_VAR)
+        allocator.return_freed_memory_to_os()

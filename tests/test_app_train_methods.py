@@ -32,6 +32,7 @@ def test_the_new_settings_have_widgets_with_the_configs_help(train_env):
         assert at.number_input(key=key).help == help_for(field)
     assert at.text_input(key="t_layer_map").value == ""
     assert at.selectbox(key="t_mixed_precision").value == "auto"
+    assert at.number_input(key="t_attention_dropout").value is None  # empty: the model's own
     assert at.radio(key="t_transfer_kind").value == "none"
     assert "teacher run on every training batch" in texts(at.caption)
     assert any(e.label.startswith("Intermediate layers") for e in at.expander)
@@ -73,6 +74,18 @@ def test_transfer_rest_without_a_subsample_says_so_at_the_field_and_starts_nothi
     assert runs.list_runs(train_env) == []
     at.number_input(key="t_train_samples").set_value(200).run()  # a subsample leaves rows over: no error
     assert field_error not in texts(at.error)
+
+
+def test_frozen_embeddings_of_a_fresh_student_are_refused_in_the_forms_words(train_env):
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="t_student_kind").set_value("Fresh small BERT").run()
+    at.checkbox(key="t_freeze_embeddings").check().run()
+    start(at)
+    errors = texts(at.error)
+    assert "Freeze word embeddings keeps a fresh config: student's random embeddings" in errors, errors
+    assert runs.list_runs(train_env) == []
+    at.selectbox(key="t_student_kind").set_value("Truncate the teacher").run()  # pretrained embeddings: allowed
+    assert "random embeddings" not in texts(at.error)
 
 
 @pytest.mark.parametrize("name", list(presets.METHOD_PRESETS))

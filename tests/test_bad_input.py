@@ -151,6 +151,11 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
     "temperature-zero": (lambda c: c.distill(c.data_dir, "--temperature", "0"), r"temperature=0\.0 must be > 0"),
     "temperature-negative": (lambda c: c.distill(c.data_dir, "--temperature", "-2"), r"temperature=-2\.0"),
     "alpha-above-one": (lambda c: c.distill(c.data_dir, "--alpha", "1.5"), r"alpha=1\.5 must be within \[0, 1\]"),
+    "attention-dropout-one": (lambda c: c.distill(c.data_dir, "--attention-dropout", "1"),
+                              r"attention_dropout=1\.0 must be between 0 and 0\.9"),
+    "frozen-embeddings-of-a-fresh-student": (
+        lambda c: [*c.distill(c.data_dir), "--student", "config:L1-H64", "--freeze-embeddings"],
+        r"--freeze-embeddings would keep the random embeddings of config:L1-H64 .*drop the flag, or use truncate:N"),
     "train-samples-one": (lambda c: c.finetune(c.data_dir, "--train-samples", "1"), r"train_samples=1"),
     "valid-fraction-one": (lambda c: c.finetune(c.data_dir, "--valid-fraction", "1"), r"valid_fraction=1\.0"),
     "config-file-missing": (lambda c: ["distill", "--config", str(c.tmp / "nope.json")], r"does not exist"),

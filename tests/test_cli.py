@@ -134,13 +134,15 @@ def test_config_field_flags_use_the_field_help_and_show_the_default():
             assert text.startswith(help_for(name)), (command, action.dest)
             default = config_field(name).default
             # an empty default (layer_map: "" = evenly spaced) is said by the help itself, not as "Default: ."
-            if isinstance(default, (int, float, str)) and default != "" and (command, name) != ("finetune", "dropout"):
+            model_own = command == "finetune" and name in ("dropout", "attention_dropout")
+            if isinstance(default, (int, float, str)) and default != "" and not model_own:
                 assert text.endswith(f" Default: {default}."), (command, action.dest, text)
             checked.add(name)
     assert {"source", "text_column", "lr", "kd_loss", "log_every_steps", "teacher_cache", "student",
             "teacher"} <= checked
-    finetune_dropout = next(a for a in subparsers()["finetune"]._actions if a.dest == "dropout")
-    assert finetune_dropout.help.endswith("Default: the model's own.")
+    for dest in ("dropout", "attention_dropout"):
+        finetune_dropout = next(a for a in subparsers()["finetune"]._actions if a.dest == dest)
+        assert finetune_dropout.help.endswith("Default: the model's own.")
 
 
 def config_of(*argv: str):
@@ -193,6 +195,9 @@ def test_without_a_preset_the_config_defaults_apply():
     # 0 means "unset" on the command line, as in the dashboard; a fine-tune keeps the model's own dropout.
     assert (finetune.data.train_samples, finetune.max_steps, finetune.patience) == (None, None, None)
     assert (finetune.dropout, finetune.teacher_cache, finetune.extra) == (None, False, {})
+    assert finetune.attention_dropout is None
+    assert config_of("distill", "--data", "d", "--teacher", "t", "--student", "s", "--out", "runs/x",
+                     "--attention-dropout", "0").attention_dropout == 0.0
 
 
 def test_distill_with_a_pipeline_preset_is_refused_in_one_line(tmp_path):

@@ -88,4 +88,8 @@ def test_a_run_trains_in_and_records_the_resolved_precision(hw, expected, monkey
     assert provenance["mixed_precision"] == expected
     assert provenance["mixed_precision_reason"] == resolve_precision("auto", hw).reason
     # glibc's default unless KD_MALLOC_MMAP_THRESHOLD asks otherwise (allocator.py)
-    assert runs.read_status(run_dir)["allocator"]["malloc_mmap_threshold"] == (allocator.threshold_from_env() or None)
+    recorded = runs.read_status(run_dir)["allocator"]
+    assert recorded["malloc_mmap_threshold"] == (allocator.threshold_from_env() or None)
+    # and the heap trim (off unless KD_MALLOC_TRIM_EVERY asks) wherever glibc has one
+    glibc = allocator._glibc() is not None
+    assert recorded["malloc_trim_every_steps"] == (allocator.trim_every_from_env() if glibc else 0)

@@ -118,6 +118,34 @@ def test_dropout_override_is_applied(tiny_teacher_dir, four_layer_teacher):
     assert fresh.bert.encoder.layer[0].output.dropout.p == 0.4
 
 
+def _train_mode_logits_twice(model):
+    import torch
+
+    model.train()
+    ids = torch.tensor([[2, 5, 6, 7, 8, 9, 3]])  # within the tiny test vocabulary
+    with torch.no_grad():
+        return model(input_ids=ids).logits, model(input_ids=ids).logits
+
+
+def test_attention_dropout_reaches_every_student_kind_and_zero_switches_it_off(tiny_teacher_dir, four_layer_teacher):
+    import torch
+
+    loaded, _ = models.load_classifier(str(tiny_teacher_dir), LABEL_NAMES, dropout=0.0, attention_dropout=0.0)
+    truncated = models.build_student("truncate:2", four_layer_teacher, LABEL_NAMES, dropout=0.0,
+                                     attention_dropout=0.0)
+    fresh = models.build_student("config:L1-H64", four_layer_teacher, LABEL_NAMES, dropout=0.0,
+                                 attention_dropout=0.0)
+    for model in (loaded, truncated, fresh):
+        assert model.config.attention_probs_dropout_prob == 0.0
+        first, second = _train_mode_logits_twice(model)
+        assert torch.equal(first, second)  # no dropout left anywhere: training-mode passes agree exactly
+    noisy = models.build_student("truncate:2", four_layer_teacher, LABEL_NAMES, dropout=0.0, attention_dropout=0.5)
+    torch.manual_seed(0)
+    first, second = _train_mode_logits_twice(noisy)
+    assert not torch.equal(first, second)  # the attention dropout alone makes them differ
+    assert four_layer_teacher.config.attention_probs_dropout_prob == 0.1  # the teacher's config is untouched
+
+
 # ---------------------------------------------------------------- label checks and refusals
 
 def test_label_count_mismatch_is_refused(tiny_teacher_dir):

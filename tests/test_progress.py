@@ -161,7 +161,9 @@ def test_a_worker_run_records_its_phases_and_calibrates_the_next_estimate(data_r
     assert view.epochs_done == 2 and view.fraction == 1.0 and view.wall_s == status["wall_s"]
 
     after = estimate.estimate_job(config, None, sizes, root, allow_probe=False)
-    assert after.source == "past runs" and after.explanation == "from 1 past run of this shape on this machine"
+    # (a busy machine adds "× N for the load other work puts on the CPUs now" before "on this machine")
+    assert after.source == "past runs" and after.explanation.startswith("from 1 past run of this shape")
+    assert after.explanation.endswith("on this machine")
     # calibrated on that very run, the estimate of an identical one is its wall time give or take the start-up
     assert after.seconds == pytest.approx(status["finished_at"] - status["created_at"], rel=0.3)
     # another shape is scaled from it: a student twice as deep costs about twice as much to train

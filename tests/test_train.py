@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_core import runs, storage, train
+from distill_core import loop, runs, storage, train
 from distill_core.batching import cache_root
 from distill_core.config import DataConfig, TrainConfig
 
@@ -268,16 +268,16 @@ def test_early_stopping_when_validation_cannot_improve(root, tiny_teacher_dir, d
 # ---------------------------------------------------------------- the loop's bookkeeping (no training)
 
 def test_early_stopping_counts_epochs_without_a_strictly_better_accuracy():
-    stopper = train.EarlyStopping(patience=2)
+    stopper = loop.EarlyStopping(patience=2)
     assert stopper.update(0.5) and not stopper.should_stop
     assert not stopper.update(0.5)  # a tie is no improvement: the earlier best model stays
     assert not stopper.should_stop
     assert not stopper.update(0.25) and stopper.should_stop
     assert stopper.state_dict() == {"best_accuracy": 0.5, "epochs_without_improvement": 2}
-    resumed = train.EarlyStopping(patience=2)  # what a resumed run rebuilds from its checkpoint
+    resumed = loop.EarlyStopping(patience=2)  # what a resumed run rebuilds from its checkpoint
     resumed.load_state_dict(stopper.state_dict())
     assert resumed == stopper and resumed.should_stop
-    never = train.EarlyStopping(patience=None)
+    never = loop.EarlyStopping(patience=None)
     for _ in range(5):
         never.update(0.1)
     assert not never.should_stop and never.epochs_without_improvement == 4
