@@ -394,7 +394,7 @@ def build(results: dict[str, dict | None]) -> str:
             "## 7b. Training against the HF Trainer KD recipe, quiet machine", 1)
         if results["peers_train_quiet"] else "",
         report_peers.section_serving(results["serving_peers"]),
-        section_students(results["better_students"], results["better_students_cf"]),
+        section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
@@ -403,7 +403,7 @@ def build(results: dict[str, dict | None]) -> str:
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
-         "memory_levers", "better_students_cf", "step_memory")
+         "memory_levers", "better_students_new_teacher", "step_memory")
 
 
 def section_compile(result: dict | None) -> str:

@@ -38,11 +38,11 @@ def section_students(students: dict | None, remeasured: dict | None = None) -> s
         return out[0] + "\n_Not measured yet: `python benchmarks/better_students.py run/report`._\n"
     out += _body(students)
     if remeasured:
-        out.append("### 9b. The fresh student's T x alpha sweep, against a re-trained teacher\n")
+        out.append("### 9b. Against a re-trained teacher: the fresh student's T x alpha sweep, the lean settings\n")
         out.append("The teacher above was lost with its machine; the same command trained it again, and a "
-                   "different thread count and load changed the order of float sums, so this teacher differs. The "
-                   "fresh student's seed setting is measured again against it, so the rows below compare like with "
-                   "like; do not compare them with the table above.\n")
+                   "different thread count and load changed the order of float sums, so this teacher differs. Each "
+                   "seed setting is measured again against it, so the rows below compare like with like; do not "
+                   "compare them with the table above.\n")
         out += _body(remeasured)
         runs_of = {row["key"]: [r["run"] for r in row["runs"]] for row in remeasured["rows"]}
         for key in ("t2", "cf"):
