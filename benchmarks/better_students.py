@@ -53,6 +53,7 @@ PLAN = (
     Row("t2-layers", "truncate:2", "logits KD + hidden MSE 1 + attention KL 1",
         (*T2, *KD, "--hidden-weight", "1", "--attention-weight", "1")),
     # Issue 11's lean settings (less memory, faster steps), at full size: what they cost in accuracy.
+    Row("t2-frozen", "truncate:2", "logits KD, word embeddings frozen", (*T2, *KD, "--freeze-embeddings")),
     Row("t2-lean", "truncate:2", "logits KD, word embeddings frozen, attention dropout 0",
         (*T2, *KD, "--freeze-embeddings", "--attention-dropout", "0")),
     Row("cf-labels", "config:L4-H256", "labels only (alpha 1)", (*FRESH, "--alpha", "1")),
