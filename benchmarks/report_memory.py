@@ -114,16 +114,15 @@ LEVER_NAMES = {"kd_studio": "defaults",
                "kd_studio_lean": "lean: `KD_MALLOC_TRIM_EVERY=10`, `--freeze-embeddings --attention-dropout 0`"}
 
 
-def _median(rows: list[dict[str, Any]], key: str) -> float:
-    values = sorted(r[key] for r in rows)
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+def training_time_ratio(runs: dict[str, list[dict[str, Any]]], name: str, base: str = "kd_studio") -> float:
+    """Median training time of variant ``name`` over that of ``base``, in one A/B's runs."""
+    return (statistics.median(r["train_s"] for r in runs[name])
+            / statistics.median(r["train_s"] for r in runs[base]))
 
 
 def _mean_std(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
 
 
 def section_memory_levers(levers: dict[str, Any] | None) -> str:
@@ -148,7 +147,7 @@ def section_memory_levers(levers: dict[str, Any] | None) -> str:
     base = runs.get("kd_studio")
     summary = []
     for name, rows in runs.items():
-        speed = f"×{_median(rows, 'train_s') / _median(base, 'train_s'):.2f}" if base else None
+        speed = f"×{training_time_ratio(runs, name):.2f}" if base else None
         peak = max(r["peak_rss_mb"] for r in rows)
         summary.append([LEVER_NAMES.get(name, name), f(peak, 0), speed, _mean_std([r["test_accuracy"] for r in rows]),
                         verdict(peak <= RSS_TARGET_MB)])

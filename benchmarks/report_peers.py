@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 from report_format import f, provenance, table, verdict
-from report_memory import RSS_TARGET_MB
+from report_memory import RSS_TARGET_MB, training_time_ratio
 
 TRAINER_TARGET = 4.0         # KD Studio vs the HF Trainer KD recipe, to a saved model, quiet machine
 SEED_TARGET = 5.0            # KD Studio vs the seed loop
@@ -289,8 +289,7 @@ ALLOCATOR_NAMES = {"kd_studio_low_memory": "mmap threshold fixed at 1 MiB (`KD_M
 
 def _allocator_slowdown(runs: dict[str, list[dict[str, Any]]]) -> float:
     """Median training time with the fixed threshold over the median with glibc's default."""
-    return (statistics.median(r["train_s"] for r in runs["kd_studio_low_memory"])
-            / statistics.median(r["train_s"] for r in runs["kd_studio"]))
+    return training_time_ratio(runs, "kd_studio_low_memory")
 
 
 def section_allocator(ab: dict[str, Any] | None) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from typing import Any
@@ -63,8 +64,9 @@ def trim_every_from_env() -> int:
     return _whole_number_from_env(TRIM_ENV_VAR, DEFAULT_TRIM_EVERY_STEPS, "training steps (0 = never trim)")
 
 
+@functools.cache
 def _glibc():
-    """The C library when it is glibc, else None (musl, macOS, Windows: nothing here applies)."""
+    """The C library when it is glibc, else None (musl, macOS, Windows: nothing here applies); looked up once."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -85,7 +87,15 @@ def _glibc_mallopt():
     return mallopt
 
 
-_trim_function: list[Any] = []  # [malloc_trim or None], looked up once
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, typed, or None where the C library is not glibc; looked up once."""
+    libc = _glibc()
+    if libc is None:
+        return None
+    function = libc.malloc_trim
+    function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+    return function
 
 
 def release_free_heap() -> bool:
@@ -94,14 +104,9 @@ def release_free_heap() -> bool:
     The training loop calls it every ``trim_every`` steps and around evaluation passes, whose batches are the
     largest tensors of a run: without it their freed pages stay resident for the rest of the run. Nothing
     happens unless ``KD_MALLOC_TRIM_EVERY`` turned trimming on for this process (return_freed_memory_to_os)."""
-    if not _trim_function:
-        libc = _glibc()
-        function = None if libc is None else libc.malloc_trim
-        if function is not None:
-            function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
-        _trim_function.append(function)
-    function = _trim_function[0]
-    return bool(function is not None and _applied["malloc_trim_every_steps"] and function(0))
+    if not _applied["malloc_trim_every_steps"] or (function := _malloc_trim()) is None:
+        return False
+    return bool(function(0))
 
 
 def trim_due(step: int) -> bool:

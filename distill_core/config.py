@@ -127,13 +127,13 @@ class TrainConfig:
     dropout: float | None = _setting(
         0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.", (0.0, 0.9))
     # Only the attention probabilities: hidden dropout is `dropout`. At 0, PyTorch's fused attention trains without
-    # keeping the attention matrix for the backward pass (BENCHMARKS.md section 4c: memory and step time).
+    # keeping the attention matrix for the backward pass (BENCHMARKS.md sections 4c and 4d: memory and step time).
     # None keeps the model's own (a truncated student's is its teacher's; a fresh config: student's is BERT's 0.1).
     attention_dropout: float | None = _setting(
         None, "Student attention dropout; empty keeps the model's own (BERT's: 0.1). 0 lets fused attention skip "
               "storing the attention matrix: less memory, faster steps.", (0.0, 0.9))
     # The word-embedding matrix is most of a small student's weights (11.7 M of truncate:3's 17.4 M): frozen, it
-    # needs no gradient and no AdamW moments. BENCHMARKS.md section 11 measures what that saves and costs.
+    # needs no gradient and no AdamW moments. BENCHMARKS.md sections 4c, 4d (memory, time) and 9b (accuracy).
     freeze_embeddings: bool = _setting(
         False, "Keep the student's word embeddings at their starting values (copied from the teacher or the "
                "pretrained model): no gradients or optimiser state for them; less memory and optimiser time. Not for a "

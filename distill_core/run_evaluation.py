@@ -14,11 +14,7 @@ if TYPE_CHECKING:
     from .train import EventHandler, Prepared
 
 
-def _no_event(_: dict[str, Any]) -> None:
-    return None
-
-
-def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler = _no_event) -> dict[str, Any]:
+def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler) -> dict[str, Any]:
     """Test metrics of the saved best model, the teacher's, and their agreement -> eval.json."""
     from transformers import AutoModelForSequenceClassification
 

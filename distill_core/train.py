@@ -106,8 +106,9 @@ def prepare(config: TrainConfig, on_event: EventHandler = _no_event) -> Prepared
     if teacher_tokenizer is not None and tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         # Not an error: teacher logits are cached per example and tokenised with the teacher's own tokenizer.
         on_event({"kind": "note", "message": "student and teacher use different vocabularies"})
-    notes = {"student": models.describe(student), "student_parameters": models.parameter_count(student),
-             "student_trained_parameters": models.parameter_count(student) - frozen,
+    parameters = models.parameter_count(student)
+    notes = {"student": models.describe(student), "student_parameters": parameters,
+             "student_trained_parameters": parameters - frozen,
              "student_size_mb": round(models.size_on_disk_mb(student), 2),
              "labelled_rows": len(data.splits["train"]), "transfer_rows": len(transfer.rows) if transfer else 0,
              **({"transfer": transfer.record()} if transfer else {})}

@@ -61,11 +61,13 @@ def test_after_a_large_free_an_activation_sized_block_is_still_its_own_mapping()
     assert default["mapped"] == 0
 
 
-@pytest.mark.parametrize("raw", ["1MB", "-5", "1.5"])
-def test_a_bad_threshold_is_refused_naming_the_variable(raw, monkeypatch):
-    monkeypatch.setenv(allocator.ENV_VAR, raw)
-    with pytest.raises(UserError, match=allocator.ENV_VAR):
-        allocator.threshold_from_env()
+@pytest.mark.parametrize("variable, read", [(allocator.ENV_VAR, allocator.threshold_from_env),
+                                            (allocator.TRIM_ENV_VAR, allocator.trim_every_from_env)])
+@pytest.mark.parametrize("raw", ["1MB", "-5", "1.5", "ten", "-1", "2.5"])
+def test_a_bad_value_is_refused_naming_the_variable(variable, read, raw, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(UserError, match=variable):
+        read()
 
 
 def test_unset_and_zero_leave_the_c_library_alone(monkeypatch):
@@ -120,13 +122,6 @@ def test_trimming_gives_the_freed_gaps_of_a_fragmented_heap_back_when_turned_on(
         assert off["applied"]["malloc_trim_every_steps"] == 0 == allocator.DEFAULT_TRIM_EVERY_STEPS
         assert off["released"] is False
         assert abs(off["before"] - off["after"]) < 1
-
-
-@pytest.mark.parametrize("raw", ["ten", "-1", "2.5"])
-def test_a_bad_trim_interval_is_refused_naming_the_variable(raw, monkeypatch):
-    monkeypatch.setenv(allocator.TRIM_ENV_VAR, raw)
-    with pytest.raises(UserError, match=allocator.TRIM_ENV_VAR):
-        allocator.trim_every_from_env()
 
 
 def test_the_loop_trims_every_n_steps_and_never_when_off(monkeypatch):
