@@ -1,7 +1,7 @@
 """Shared by the benchmark scripts: where results go, how they are written, and what each result records.
 
 Every script writes one JSON file into benchmarks/results/ holding its numbers, the exact command that produced
-them, the machine (`distill_core.bench.machine_info`), the thread count and the date; `benchmarks/report.py`
+them, the machine (`distill_core.hardware.machine_info`), the thread count and the date; `benchmarks/report.py`
 rebuilds BENCHMARKS.md from those files only, so no number in it is typed by hand.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def command_line() -> str:
 
 
 def header(kind: str) -> dict[str, Any]:
-    from distill_core.bench import machine_info
+    from distill_core.hardware import machine_info
 
     return {"benchmark": kind, "command": command_line(), "machine": machine_info(),
             "load_average_at_start": list(os.getloadavg())}

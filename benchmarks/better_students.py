@@ -58,6 +58,9 @@ PLAN = (
         (*T2, *KD, "--freeze-embeddings", "--attention-dropout", "0")),
     Row("cf-labels", "config:L4-H256", "labels only (alpha 1)", (*FRESH, "--alpha", "1")),
     Row("cf-kd", "config:L4-H256", "logits KD (seed: T 2, alpha 0.5)", (*FRESH, *KD)),
+    # Attention dropout 0 measured free for truncate:2 (t2-frozen vs t2-lean); this checks the fresh student before
+    # it becomes the default for every student.
+    Row("cf-attn0", "config:L4-H256", "logits KD, attention dropout 0", (*FRESH, *KD, "--attention-dropout", "0")),
     Row("cf-layers", "config:L4-H256", "logits KD + hidden MSE 1 (projected 256 -> 384)",
         (*FRESH, *KD, "--hidden-weight", "1")),
     Row("ll-labels", "truncate:2", "1,000 labelled rows, labels only", (*T2, *LOW_LABEL, "--alpha", "1")),

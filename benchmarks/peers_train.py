@@ -101,7 +101,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def native_bf16() -> bool:
-    from distill_core.bench import machine_info
+    from distill_core.hardware import machine_info
 
     return bool({"amx_bf16", "avx512_bf16"} & set(machine_info()["cpu_flags"]))
 

@@ -24,12 +24,10 @@ ship, with the model returned by ``prepare_for_precision`` (the exact object tha
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import inspect
 import io
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ import torch
 
 from distill_core import bench_stats
 from distill_core.errors import UserError
+from distill_core.hardware import machine_info
 from distill_core.precision import PRECISIONS, ContextFactory, prepare_for_precision
 
 __all__ = [
@@ -47,13 +46,8 @@ __all__ = [
     "benchmark_model",
     "benchmark_models",
     "forward_flops",
-    "machine_info",
     "matmul_peak_gflops",
 ]
-
-# The CPU features that decide whether bf16/int8 can be faster than fp32; recorded so a result can be explained.
-_INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
-
 
 @dataclass(frozen=True)
 class BenchSettings:
@@ -156,46 +150,6 @@ def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, repeat
     return 2.0 * n**3 / best_s / 1e9
 
 
-def machine_info() -> dict[str, Any]:
-    """What a benchmark result depends on: CPU model and features, core counts, torch threads and version, date."""
-    cpu_model, flags = _cpu_model_and_flags()
-    usable_cores: int | None  # os.cpu_count() may not know
-    try:
-        usable_cores = len(os.sched_getaffinity(0))  # respects taskset/cgroup cpusets, unlike cpu_count
-    except AttributeError:
-        usable_cores = os.cpu_count()
-    return {
-        "cpu_model": cpu_model,
-        "cpu_flags": [flag for flag in _INTERESTING_CPU_FLAGS if flag in flags],
-        "cpu_count": os.cpu_count(),
-        "usable_cores": usable_cores,
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _cpu_model_and_flags() -> tuple[str, set[str]]:
-    model = ""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass  # not Linux: fall back to what platform knows
-    return model or platform.processor() or platform.machine() or "unknown", flags
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the benchmark
 
@@ -229,7 +183,7 @@ def benchmark_models(models: Mapping[str, torch.nn.Module], *, settings: BenchSe
     cell began), parameters (of the fp32 model), size_mb (safetensors bytes for fp32/bf16, torch.save bytes
     for int8, whose packed weights safetensors cannot hold, the ONNX file for ort-*), torch_version,
     gflops_per_s (``forward_flops`` / p50; compare with ``matmul_peak_gflops``). ``machine`` is
-    :func:`machine_info` plus the threads used, the load average before and after (and onnxruntime_version when
+    :func:`hardware.machine_info` plus the threads used, the load average before and after (and onnxruntime_version when
     an ort-* precision was timed); ``warnings`` lists wide spreads and a busy machine.
 
     Speed is only half the story: measure accuracy for every precision too (see ``prepare_for_precision``).

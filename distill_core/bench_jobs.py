@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import hosting, jobs, runs, storage
+from . import hosting, jobs, processes, storage
 from .errors import UserError
 
 BENCH_DIR = ".benchmarks"
@@ -117,7 +117,7 @@ def start(root: Path, request: Request, *, allowed_specs: Collection[str], hoste
         except OSError as exc:
             storage.write_json_atomic(job_dir / PROGRESS_FILE, {"state": "failed", "error": str(exc)})
             raise UserError(f"could not start the benchmark process: {exc}") from exc
-        storage.write_json_atomic(job_dir / JOB_FILE, {"pid": pid, "pid_start": runs.process_start_time(pid),
+        storage.write_json_atomic(job_dir / JOB_FILE, {"pid": pid, "pid_start": processes.process_start_time(pid),
                                                        "started_at": time.time()})
     return view(job_dir)
 

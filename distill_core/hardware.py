@@ -1,4 +1,5 @@
-"""What the machine computes natively, and the training precision that follows from it.
+"""What the machine computes natively, the training precision that follows from it, and the machine description
+every benchmark result carries.
 
 ``mixed_precision="auto"`` turns on bf16 autocast only where bf16 matmuls run in hardware: a CUDA GPU that supports
 bf16, or a CPU with AMX-BF16 / AVX512-BF16. Elsewhere oneDNN emulates bf16 with fp32 instructions plus conversions,
@@ -10,13 +11,19 @@ without owning such a CPU.
 """
 from __future__ import annotations
 
+import datetime as dt
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Linux /proc/cpuinfo flags that mean bf16 dot products in hardware (Intel Sapphire Rapids+: AMX; Cooper Lake,
 # AMD Zen 4+: AVX512-BF16). avx512f alone is not enough: oneDNN then converts bf16 to fp32 around every FMA.
 NATIVE_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = Path("/proc/cpuinfo")
+# The CPU features that decide whether bf16/int8 can be faster than fp32; recorded so a result can be explained.
+BENCHMARK_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,47 @@ def parse_cpu_flags(cpuinfo_text: str) -> frozenset[str]:
     return frozenset()
 
 
-def read_cpu_flags() -> frozenset[str]:
+def parse_cpu_model(cpuinfo_text: str) -> str:
+    """The first processor's model name in a /proc/cpuinfo text, or "" when it has none."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return ""
+
+
+def _cpuinfo_text() -> str:
     try:
-        return parse_cpu_flags(CPUINFO.read_text())
+        return CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:  # not Linux: no flags known, so "auto" stays on fp32
-        return frozenset()
+        return ""
+
+
+def read_cpu_flags() -> frozenset[str]:
+    return parse_cpu_flags(_cpuinfo_text())
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark result depends on: CPU model and features, core counts, torch threads and version, date."""
+    import torch
+
+    text = _cpuinfo_text()
+    flags = parse_cpu_flags(text)
+    try:
+        usable_cores: int | None = len(os.sched_getaffinity(0))  # respects taskset/cgroup cpusets, unlike cpu_count
+    except AttributeError:  # not Linux
+        usable_cores = os.cpu_count()
+    return {
+        "cpu_model": parse_cpu_model(text) or platform.processor() or platform.machine() or "unknown",
+        "cpu_flags": [flag for flag in BENCHMARK_CPU_FLAGS if flag in flags],
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores,
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def cuda_available() -> bool:

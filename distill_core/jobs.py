@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill_core import env, runs, storage
+from distill_core import env, processes, runs, storage
 from distill_core.errors import UserError
 
 DEFAULT_MAX_JOBS = 1
@@ -62,15 +62,15 @@ def is_alive(pid: int) -> bool:
             return True
         del _CHILDREN[pid]
         return False
-    return runs.pid_alive(pid)
+    return processes.pid_alive(pid)
 
 
 
 def is_alive_since(pid: object, start_time: object) -> bool:
-    """Whether ``pid`` runs and is the process that started at ``start_time`` (``runs.process_start_time``)."""
+    """Whether ``pid`` runs and is the process that started at ``start_time`` (``processes.process_start_time``)."""
     if isinstance(pid, int) and pid in _CHILDREN:
         return is_alive(pid)
-    return runs.pid_alive(pid, start_time if isinstance(start_time, int) else None)
+    return processes.pid_alive(pid, start_time if isinstance(start_time, int) else None)
 
 def _status_alive(status: dict) -> bool:
     # read_status has already turned live states with a dead pid into "interrupted"; re-check our children,

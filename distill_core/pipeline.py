@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import hardware, hosting, jobs, locations, progress, runs, specs
+from . import hardware, hosting, jobs, locations, processes, progress, runs, specs
 from .config import TrainConfig, config_to_dict
 from .errors import UserError
 from .preflight import check_layer_terms, check_run, check_truncation
@@ -170,7 +170,7 @@ def release_dependents(run_dir: Path) -> list[str]:
     for other in runs.iter_run_dirs(run_dir.parent):
         status = runs.read_status(other)
         if status.get(DEPENDS_ON) != run_dir.name or status.get("state") != "queued" or status.get("pid") \
-                or status.get("waiting") or runs.pid_alive(status.get(CLAIMED_BY)):
+                or status.get("waiting") or processes.pid_alive(status.get(CLAIMED_BY)):
             continue
         if state == "done":
             jobs.start_job(other, scope=scope_of(run_dir.parent))
@@ -205,7 +205,7 @@ def start_series(root: Path, series: str) -> int | None:
         claimer = status.get(CLAIMED_BY)
         if status.get("state") != "queued" or not claimer:
             continue
-        if runs.pid_alive(claimer):
+        if processes.pid_alive(claimer):
             return None
         runs.set_status(run_dir, "cancelled", error=f"the process that ran its sweep (pid {claimer}) ended before "
                                                     "it got to this run")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from distill_core import storage
+from distill_core import processes, storage
 from distill_core.errors import UserError
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -224,47 +224,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------- status and liveness
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) from /proc, or None where there is no /proc."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-        # The command name (field 2) may hold spaces and ')' itself, so split after its last ')'.
-        fields = data[data.rindex(")") + 2:].split()
-        return fields[0], int(fields[19])  # fields 3 and 22 of proc(5)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-
-def process_start_time(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot), to record beside a pid for ``pid_alive``; None
-    where there is no /proc or no such process."""
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-def pid_alive(pid: Any, start_time: int | None = None) -> bool:
-    """Whether process ``pid`` runs (not a zombie) and, when ``start_time`` is known, is the same process.
-
-    Comparing start times guards against pid reuse: after a reboot or a long time, a recorded worker pid may
-    belong to an unrelated process.
-    """
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        pass  # exists, owned by another user
-    except OSError:  # ProcessLookupError above all
-        return False
-    stat = _proc_stat(pid)  # a zombie has exited but still answers os.kill
-    return stat is None or (stat[0] not in ("Z", "X") and (start_time is None or stat[1] == start_time))
-
-
 def _stamp_pid(fields: dict) -> None:
     pid = fields.get("pid")
     if isinstance(pid, int) and pid > 0 and "pid_start" not in fields:
-        stat = _proc_stat(pid)
-        fields["pid_start"] = stat[1] if stat else None
+        fields["pid_start"] = processes.process_start_time(pid)
         fields.setdefault("host", socket.gethostname())
 
 
@@ -320,7 +283,7 @@ def read_status(run_dir: Path) -> dict:
     on_this_host = status.get("host") in (None, socket.gethostname())  # other hosts' pids mean nothing here
     if status["state"] in LIVE_STATES and pid is not None and on_this_host:
         start = status.get("pid_start")
-        if not pid_alive(pid, start if isinstance(start, int) else None):
+        if not processes.pid_alive(pid, start if isinstance(start, int) else None):
             gone = "cancelled" if stop_requested(run_dir) else "interrupted"
             status = {**status, "state": gone, "interrupted_from": status["state"]}
     return status

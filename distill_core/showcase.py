@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hosting, jobs, runs, storage
+from . import hosting, jobs, processes, runs, storage
 from .config import DataConfig, TrainConfig
 from .errors import UserError
 
@@ -168,7 +168,7 @@ class Progress:
 
 
 def _pid_start(pid: int) -> int | None:
-    return runs.process_start_time(pid)
+    return processes.process_start_time(pid)
 
 
 # ---------------------------------------------------------------- the build
@@ -248,7 +248,7 @@ def progress_view(root: Path) -> dict[str, Any]:
     if not isinstance(saved, dict):
         return {"state": "none", "fraction": 0.0}
     view = dict(saved)
-    if view.get("state") == "running" and not runs.pid_alive(view.get("pid"), view.get("pid_start")):
+    if view.get("state") == "running" and not processes.pid_alive(view.get("pid"), view.get("pid_start")):
         view.update(state="failed", error=view.get("error") or "the build process ended unexpectedly: see "
                                                                 f"{root / LOG_FILE}")
     stage = int(view.get("stage") or 0)
@@ -269,7 +269,7 @@ def start_background(store: Path | None = None, recipe: str | None = None) -> in
     argv = [sys.executable, "-m", "distill_core", "showcase", "--runs-dir", str(root), "--recipe", chosen.name]
     pid = jobs.spawn_detached(argv, root / LOG_FILE)
     storage.write_json_atomic(root / PROGRESS_FILE, {"state": "running", "recipe": chosen.name, "pid": pid,
-                                                     "pid_start": runs.process_start_time(pid), "stage": 0,
+                                                     "pid_start": processes.process_start_time(pid), "stage": 0,
                                                      "stages": len(RUN_NAMES) + 1, "label": "starting",
                                                      "started_at": time.time()})
     return pid

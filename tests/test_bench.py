@@ -12,11 +12,11 @@ from distill_core.bench import (
     benchmark_model,
     benchmark_models,
     forward_flops,
-    machine_info,
     matmul_peak_gflops,
 )
 from distill_core.bench_stats import headline, latency_summary, load_warning, paired_speedups, spread_warnings
 from distill_core.errors import UserError
+from distill_core.hardware import machine_info
 from distill_core.precision import PRECISIONS, prepare_for_precision
 
 ROW_KEYS = {

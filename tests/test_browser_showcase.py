@@ -14,7 +14,7 @@ import signal
 import pytest
 from browser_support import CHROMIUM, browser_tab, open_page, predict, settle, streamlit_server
 
-from distill_core import runs, showcase, storage
+from distill_core import processes, showcase, storage
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def server(tmp_path):
             yield url
     finally:
         saved = storage.read_json(tmp_path / "runs" / showcase.PROGRESS_FILE, {}) or {}
-        if saved.get("state") == "running" and runs.pid_alive(saved.get("pid")):
+        if saved.get("state") == "running" and processes.pid_alive(saved.get("pid")):
             os.killpg(saved["pid"], signal.SIGTERM)  # never leave a build behind (it leads its own group)
 
 

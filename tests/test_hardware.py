@@ -46,6 +46,13 @@ def test_cpu_flags_are_read_from_cpuinfo_text():
     assert hardware.parse_cpu_flags("") == frozenset()
 
 
+def test_cpu_model_is_the_first_processors_model_name():
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t: avx2\n\n"
+            "processor\t: 1\nmodel name\t: other\n")
+    assert hardware.parse_cpu_model(text) == "AMD EPYC 9B14"
+    assert hardware.parse_cpu_model("Features\t: fp asimd\n") == ""
+
+
 @pytest.mark.skipif(hardware.cuda_available(), reason="fp16 is allowed where a CUDA GPU is present")
 def test_fp16_on_cpu_is_refused_naming_the_flag(tiny_data_dir, tiny_teacher_dir, tmp_path, capsys):
     config = TrainConfig(mode="distill", data=tiny_config(tiny_data_dir, tiny_teacher_dir).data,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill_core import runs, storage
+from distill_core import processes, runs, storage
 from distill_core.errors import UserError
 
 PLANTED_TOKEN = "hf_" + "abcdefghijklmnopqrstuvwxyzABCD"  # 30 letters: shaped like a real user token
@@ -146,7 +146,7 @@ def test_dead_worker_of_a_stopped_run_reads_as_cancelled(run_dir: Path) -> None:
 
 
 def test_reused_pid_is_not_mistaken_for_the_worker(run_dir: Path) -> None:
-    if runs._proc_stat(os.getpid()) is None:
+    if processes.proc_stat(os.getpid()) is None:
         pytest.skip("needs /proc to know process start times")
     runs.set_status(run_dir, "running", pid=os.getpid(), pid_start=1)  # our pid, but "started" at another time
     assert runs.read_status(run_dir)["state"] == "interrupted"

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import specs, storage
+from .. import processes, specs, storage
 from ..progress import usable_cores
 
 if TYPE_CHECKING:
@@ -171,7 +171,6 @@ def start_background(jobs: list[Job]) -> bool:
     a probe for them is (or now is) under way; False when there is nothing to time, probes are off, or the last
     probe of these models failed within the hour. One process per set of jobs, however many visitors ask."""
     from .. import jobs as job_processes
-    from .. import runs
 
     todo = pending(jobs)
     if not todo or os.environ.get(PROBE_ENV, "1") == "0":
@@ -183,14 +182,15 @@ def start_background(jobs: list[Job]) -> bool:
     with storage.file_lock(folder / f"{digest}.lock"):
         started = storage.read_json(marker, {})
         if isinstance(started, dict) and started.get("pid"):
-            if runs.pid_alive(started.get("pid"), started.get("start_time")):
+            if processes.pid_alive(started.get("pid"), started.get("start_time")):
                 return True
             if time.time() - float(started.get("at", 0)) < RETRY_AFTER_S:
                 return False  # it ended without timing them all (see its .log): no retry loop
         storage.write_json_atomic(request, [asdict(j) for j in todo])
         pid = job_processes.spawn_detached([sys.executable, "-m", "distill_core", "probe", "--request", str(request)],
                                            folder / f"{digest}.log")
-        storage.write_json_atomic(marker, {"pid": pid, "start_time": runs.process_start_time(pid), "at": time.time()})
+        spawned = {"pid": pid, "start_time": processes.process_start_time(pid), "at": time.time()}
+        storage.write_json_atomic(marker, spawned)
     return True
 
 

@@ -44,7 +44,7 @@ def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path], mach
     """Keep each run's benchmark rows in its bench.json (read by Compare, the report and the model card),
     each stamped with the machine it was measured on: ``machine`` as ``bench.benchmark_models`` returns it
     (with the load average), else this machine now (call it in the measuring process)."""
-    from ..bench import machine_info
+    from ..hardware import machine_info
 
     info = machine or machine_info()
     by_spec: dict[Any, list[dict]] = {}
