@@ -20,7 +20,7 @@ TRAIN_KEYS = {"temperature": "t_temperature", "alpha": "t_alpha", "kd_loss": "t_
               "teacher_cache": "t_teacher_cache", "hidden_weight": "t_hidden_weight",
               "attention_weight": "t_attention_weight", "cosine_weight": "t_cosine_weight",
               "layer_map": "t_layer_map", "mixed_precision": "t_mixed_precision",
-              "freeze_embeddings": "t_freeze_embeddings"}
+              "freeze_embeddings": "t_freeze_embeddings", "pad_to_multiple_of": "t_pad_multiple"}
 DATA_KEYS = {"text_column": "t_text_col", "label_column": "t_label_col", "valid_fraction": "t_valid_fraction",
              "test_fraction": "t_test_fraction", "train_samples": "t_train_samples",
              "eval_samples": "t_eval_samples", "max_length": "t_max_length", "transfer_samples": "t_transfer_samples"}
@@ -40,7 +40,7 @@ MORE_ROWS = [
      ("Early-stopping patience", "patience", 1), ("Test fraction", "test_fraction", 0.05)],
     [("Seed", "seed", 1), ("Eval batch size", "eval_batch_size", 32), ("Log every N steps", "log_every_steps", 1),
      ("Max steps", "max_steps", 10)],
-    [("Attention dropout", "attention_dropout", 0.05)],
+    [("Attention dropout", "attention_dropout", 0.05), ("Pad batches to a multiple of", "pad_to_multiple_of", 8)],
 ]
 LAYER_ROWS = [
     [("Hidden-state MSE weight", "hidden_weight", 0.1), ("Attention KL weight", "attention_weight", 0.1),

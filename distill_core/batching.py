@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from .config import TrainConfig
     from .data import LoadedData
 
 
@@ -87,19 +88,40 @@ class TrainRows:
         return [len(ids) for part in self.parts for ids in part["input_ids"]]
 
 
+def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
+    """A batch's padded length: its longest row rounded up to ``multiple`` tokens, never past ``cap`` (the run's
+    max length, which the model's position table holds) unless the longest row already is."""
+    rounded = -(-longest // multiple) * multiple
+    return max(longest, min(rounded, cap)) if cap else rounded
+
+
 class Collator:
-    """Pads each batch to its own longest row and carries `labels`, `example_id` and cached teacher logits."""
+    """Pads each batch to its longest row (rounded up to ``pad_to_multiple_of`` tokens, capped at ``max_length``)
+    and carries `labels`, `example_id` and cached teacher logits.
+
+    Why round: with every batch a different length, each step's activations have new shapes, and glibc's heap
+    cannot reuse the blocks the last step freed, so the resident set grows over an epoch. With lengths in steps of
+    16 the shapes repeat (BENCHMARKS.md section 4e). The extra tokens are masked: outputs change only by float
+    rounding.
+    """
 
     model_input_names = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, pad_to_multiple_of: int = 1, max_length: int | None = None):
+        self.tokenizer, self.pad_to_multiple_of, self.max_length = tokenizer, pad_to_multiple_of, max_length
+
+    @classmethod
+    def for_run(cls, tokenizer, config: TrainConfig) -> Collator:
+        """The collator of a run's training, teacher and evaluation passes: its padding multiple and max length."""
+        return cls(tokenizer, config.pad_to_multiple_of, config.data.max_length)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         inputs = [{k: row[k] for k in self.model_input_names if k in row} for row in rows]
-        batch = dict(self.tokenizer.pad(inputs, return_tensors="pt"))
+        longest = max(len(row["input_ids"]) for row in inputs)
+        length = padded_length(longest, self.pad_to_multiple_of, self.max_length)
+        batch = dict(self.tokenizer.pad(inputs, padding="max_length", max_length=length, return_tensors="pt"))
         if "label" in rows[0]:  # prediction-only callers may pass model inputs alone
             batch["labels"] = torch.tensor([row["label"] for row in rows], dtype=torch.long)
         if "teacher_logits" in rows[0]:

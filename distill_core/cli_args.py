@@ -27,6 +27,7 @@ TRAIN_FLAGS = {"--epochs": "epochs", "--lr": "lr", "--batch-size": "batch_size",
                "--attention-dropout": "attention_dropout",
                "--freeze-embeddings": "freeze_embeddings",
                "--patience": "patience", "--seed": "seed", "--eval-batch-size": "eval_batch_size",
+               "--pad-to-multiple-of": "pad_to_multiple_of",
                "--max-steps": "max_steps", "--log-every": "log_every_steps", "--teacher-cache": "teacher_cache",
                "--mixed-precision": "mixed_precision"}
 KD_FLAGS = {"--temperature": "temperature", "--alpha": "alpha", "--loss": "kd_loss",

@@ -144,6 +144,11 @@ class TrainConfig:
     # Inference keeps no activations for the backward pass, so its batches can be larger than training's.
     eval_batch_size: int = _setting(
         128, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
+    # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting
+    # (BENCHMARKS.md section 4e: the peak resident set, and what the extra padding costs in time).
+    pad_to_multiple_of: int = _setting(
+        16, "Pad each batch to a multiple of this many tokens (1 = to its longest row). Repeating shapes keep the "
+            "memory the process holds low; the extra tokens are masked out.", (1, 512))
     log_every_steps: int = _setting(
         10, "A step point (loss, throughput) is written every this many steps.", (1, 100_000))
     max_steps: int | None = _setting(
@@ -275,6 +280,12 @@ def _range_problems(config: Any, skip: set[str]) -> list[Problem]:
     return found
 
 
+# A setting added later, and how runs trained before it existed. A run's saved config.json without it loads with
+# this value, not today's default, so resuming or copying an older run trains as that run did. (A hand-written
+# config, which carries no provenance, gets today's defaults.)
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"attention_dropout": None, "pad_to_multiple_of": 1}
+
+
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -289,8 +300,10 @@ def train_config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     if not isinstance(data_raw, dict):
         raise UserError("config has no 'data' section: expected {'data': {'source': ...}, ...}")
     _reject_unknown(data_raw, DataConfig, "data")
-    # Library versions and other provenance are saved beside the config; they are not settings.
-    raw.pop("provenance", None)
+    # Library versions and other provenance are saved beside the config; they are not settings. Their presence
+    # says a run saved this file: settings it lacks did not exist yet, and it trained without them.
+    if isinstance(raw.pop("provenance", None), dict):
+        raw = {**SETTINGS_BEFORE_THEY_EXISTED, **raw}
     _reject_unknown(raw, TrainConfig, "config")
     try:
         return TrainConfig(data=DataConfig(**data_raw), **raw)

@@ -3,7 +3,8 @@
 One file per teacher fingerprint (models.model_fingerprint: its weights) and max_length, since both change the
 logits: ``cache_root()/teacher_logits/{teacher_key}-len{max_length}.npz`` with arrays ``ids`` (example ids, see
 data.py) and ``logits`` (float32, one row per id). Training fills it (`logits_for`); the Compare page reads it
-(`lookup`) rather than running the teacher over the test split again.
+(`lookup`) rather than running the teacher over the test split again. How rows are batched and padded (eval
+batch size, pad_to_multiple_of) is not in the key: masked padding changes a logit only by float rounding.
 """
 from __future__ import annotations
 
@@ -136,6 +137,7 @@ def _compute(prepared: Prepared, dataset, wanted: set[str], split: str, on_event
     def progress(done: int, total: int) -> None:
         on_event({"kind": "teacher_progress", "split": split, "done": done, "total": total})
 
-    logits = predict_logits(teacher_for(prepared), tokenized, Collator(prepared.teacher_tokenizer),
-                            batch_size=prepared.config.eval_batch_size, on_progress=progress)
+    collate = Collator.for_run(prepared.teacher_tokenizer, prepared.config)
+    logits = predict_logits(teacher_for(prepared), tokenized, collate, batch_size=prepared.config.eval_batch_size,
+                            on_progress=progress)
     return dict(zip(tokenized["example_id"], logits, strict=True))

@@ -252,7 +252,7 @@ def _build(prepared: Prepared, run_dir: Path | None, emit: EventHandler, acceler
         # Labelled rows, then transfer rows (label -100: CE skips them, KD does not), each with its teacher logits.
         train_logits = teacher_cache.training_logits(prepared, emit) if prepared.teacher is not None else None
         train_set = TrainRows([tokenized["train"], transfer_tokenized], train_logits)
-    collate = Collator(prepared.tokenizer)
+    collate = Collator.for_run(prepared.tokenizer, config)
     sampler = LengthGroupedBatchSampler(train_set.lengths(), config.batch_size, config.seed)
     # TrainRows is a map-style dataset (__getitem__/__len__) without torch's Dataset base class.
     train_loader: DataLoader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from distill_core.config import (
+    SETTINGS_BEFORE_THEY_EXISTED,
     DataConfig,
     TrainConfig,
     config_to_dict,
@@ -59,6 +60,19 @@ def test_round_trip_ignores_saved_provenance():
     raw = config_to_dict(make_config())
     raw["provenance"] = {"torch": "2.x", "label_names": ["a", "b"]}
     assert train_config_from_dict(raw) == make_config()
+
+
+def test_a_run_saved_before_a_setting_existed_loads_with_what_it_trained_with():
+    """An older run's config.json lacks the settings added since: it trained with the model's own attention dropout
+    and batches padded to their longest row, so that is what a resume or a copy of it gets; a hand-written config
+    (no provenance) gets today's defaults."""
+    raw = config_to_dict(make_config())
+    for name in SETTINGS_BEFORE_THEY_EXISTED:
+        del raw[name]
+    saved_by_a_run = train_config_from_dict({**raw, "provenance": {"kd_studio": "0.1"}})
+    assert (saved_by_a_run.attention_dropout, saved_by_a_run.pad_to_multiple_of) == (None, 1)
+    assert train_config_from_dict(raw) == make_config()
+    assert make_config().pad_to_multiple_of == 16
 
 
 def test_load_train_config_reads_and_validates_a_file(tmp_path):
@@ -121,6 +135,7 @@ BAD_VALUES = [
     (dict(lr=float("nan")), "lr=nan"),
     (dict(batch_size=0), "batch_size=0"),
     (dict(eval_batch_size=0), "eval_batch_size=0"),
+    (dict(pad_to_multiple_of=0), "pad_to_multiple_of=0"),
     (dict(warmup_ratio=1.0), "warmup_ratio=1.0"),
     (dict(weight_decay=-0.1), "weight_decay=-0.1"),
     (dict(weight_decay=float("nan")), "weight_decay=nan"),
@@ -140,8 +155,8 @@ BAD_VALUES = [
 ]
 BAD_IDS = ["mode", "empty-student", "distill-without-teacher", "finetune-truncate-without-teacher", "T-zero",
            "T-negative", "T-nan", "T-inf", "alpha-above-1", "alpha-negative", "kd-loss", "optimizer", "epochs-0",
-           "lr-zero", "lr-negative", "lr-nan", "batch-0", "eval-batch-0", "warmup-1", "weight-decay-negative",
-           "weight-decay-nan", "weight-decay-inf",
+           "lr-zero", "lr-negative", "lr-nan", "batch-0", "eval-batch-0", "pad-multiple-0", "warmup-1",
+           "weight-decay-negative", "weight-decay-nan", "weight-decay-inf",
            "dropout-1", "patience-0", "max-steps-0", "log-every-0", "valid-fraction-0", "valid-fraction-0.95",
            "test-fraction-1", "train-samples-1", "eval-samples-0", "max-length-4", "empty-text-column",
            "blank-label-column"]

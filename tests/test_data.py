@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import LABEL_NAMES, make_rows, write_csv
 
-from distill_core.batching import Collator, LengthGroupedBatchSampler, tokenize_splits
+from distill_core.batching import Collator, LengthGroupedBatchSampler, padded_length, tokenize_splits
 from distill_core.config import DataConfig
 from distill_core.data import example_ids, load_data
 from distill_core.errors import UserError
@@ -275,6 +275,27 @@ def test_tokenisation_is_dynamic(tiny_data_dir, tokenizer):
     assert tuple(batch["input_ids"].shape) == (8, longest)  # padded to its own longest row only
     assert batch["attention_mask"].sum(1).tolist() == [len(row["input_ids"]) for row in rows]
     assert batch["labels"].tolist() == [row["label"] for row in rows]
+
+
+@pytest.mark.parametrize(("longest", "multiple", "cap", "expected"), [
+    (13, 1, 128, 13), (13, 16, 128, 16), (16, 16, 128, 16), (17, 16, 128, 32),
+    (120, 16, 128, 128), (121, 16, 125, 125),  # rounding stops at the run's max length ...
+    (130, 16, 128, 130),                       # ... but never cuts a row that is already longer
+    (17, 8, None, 24),
+])
+def test_padded_length_rounds_up_within_the_max_length(longest, multiple, cap, expected):
+    assert padded_length(longest, multiple, cap) == expected
+
+
+def test_collator_pads_to_a_multiple_and_masks_the_extra_tokens(tiny_data_dir, tokenizer):
+    train = tokenize_splits(load(tiny_data_dir), tokenizer, max_length=64)["train"]
+    rows = [train[i] for i in range(8)]
+    longest = max(len(row["input_ids"]) for row in rows)
+    multiple = longest + 3  # rounding up must add 3 padded positions
+    batch = Collator(tokenizer, pad_to_multiple_of=multiple, max_length=64)(rows)
+    assert batch["input_ids"].shape[1] == longest + 3
+    assert batch["attention_mask"].sum(1).tolist() == [len(row["input_ids"]) for row in rows]
+    assert (batch["input_ids"][:, longest:] == tokenizer.pad_token_id).all()
 
 
 def test_tokenisation_cache_is_keyed_by_max_length(tiny_data_dir, tokenizer):

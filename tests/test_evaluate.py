@@ -256,6 +256,13 @@ def test_predict_logits_keeps_order_and_padding_does_not_change_logits(tiny_bert
     assert not np.allclose(logits[0], logits[1], atol=1e-4)
 
 
+def test_padding_to_a_multiple_does_not_change_logits(tiny_bert, tiny_dataset, tiny_tokenizer):
+    from distill_core.batching import Collator
+
+    rounded = predict_logits(tiny_bert, tiny_dataset, Collator(tiny_tokenizer, pad_to_multiple_of=16), batch_size=2)
+    np.testing.assert_allclose(rounded, _unpadded_logits(tiny_bert, tiny_dataset), atol=1e-5, rtol=0)
+
+
 def test_predict_logits_does_not_depend_on_batch_size(tiny_bert, tiny_dataset, collator):
     one_batch = predict_logits(tiny_bert, tiny_dataset, collator, batch_size=len(TEXTS))
     single_rows = predict_logits(tiny_bert, tiny_dataset, collator, batch_size=1)

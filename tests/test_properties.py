@@ -109,7 +109,8 @@ def test_arbitrary_bytes_never_crash_the_loader(content):
 finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10))
 anything = st.one_of(finite_or_not, st.none(), st.text(max_size=4), st.booleans())
 FLOAT_FIELDS = ("temperature", "alpha", "lr", "warmup_ratio", "weight_decay", "dropout")
-INT_FIELDS = ("epochs", "batch_size", "patience", "seed", "eval_batch_size", "log_every_steps", "max_steps")
+INT_FIELDS = ("epochs", "batch_size", "patience", "seed", "eval_batch_size", "log_every_steps", "max_steps",
+              "pad_to_multiple_of")
 
 
 @SETTINGS

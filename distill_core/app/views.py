@@ -108,7 +108,7 @@ def _plan(run_dir: str, created_at: float, sizes: tuple[int, int, int] | None) -
     if not isinstance(raw, dict):
         return None
     try:
-        config = train_config_from_dict({k: v for k, v in raw.items() if k != "provenance"})
+        config = train_config_from_dict(raw)
     except Exception:  # a config this version cannot read: no plan, the ETA waits for measured rates
         return None
     if sizes is None:
