@@ -26,6 +26,8 @@ DATA_KEYS = {"text_column": "t_text_col", "label_column": "t_label_col", "valid_
              "eval_samples": "t_eval_samples", "max_length": "t_max_length", "transfer_samples": "t_transfer_samples"}
 # None in a config is 0 in its widget.
 OPTIONAL = {"patience", "max_steps", "train_samples", "eval_samples", "transfer_samples"}
+# None in a config is an empty widget: the model's own value.
+MODELS_OWN_WHEN_EMPTY = {"attention_dropout"}
 # Rows of four inputs: (label, config field, step, or the options of a selectbox[, number format]).
 MAIN_ROWS = [
     [("Temperature T", "temperature", 0.5), ("α (label weight)", "alpha", 0.05), ("KD loss", "kd_loss", ["kl", "mse"]),
@@ -128,20 +130,19 @@ def field_inputs(rows: list[list[tuple]]) -> None:
                 column.selectbox(label, step, key=key, help=help)
             else:
                 # An empty field keeps the model's own value (attention dropout): say so in it.
-                own = {"placeholder": "the model's own"} if FORM_DEFAULTS.get(key, 0) is None else {}
+                own = {"placeholder": "the model's own"} if field in MODELS_OWN_WHEN_EMPTY else {}
                 column.number_input(label, step=step, key=key, help=help, format=next(iter(number_format), None),
                                     **min_max(field), **own)
 
 
-def _typed(key: str, value: Any) -> Any:
-    """A widget value in the type of its default; an empty field whose default is empty (None) stays None."""
-    default = FORM_DEFAULTS[key]
-    if default is None:
-        return None if value is None else float(value)
-    return type(default)(value)
+def _typed(field: str, key: str, value: Any) -> Any:
+    """A widget value in the type of its default; an empty field that means the model's own stays None."""
+    if value is None and field in MODELS_OWN_WHEN_EMPTY:
+        return None
+    return type(FORM_DEFAULTS[key])(value)
 
 
 def form_values(keys: dict[str, str]) -> dict[str, Any]:
     """Config fields from their widgets, in the types of the defaults (0 in an optional field is None)."""
-    values = {field: _typed(key, st.session_state[key]) for field, key in keys.items()}
+    values = {field: _typed(field, key, st.session_state[key]) for field, key in keys.items()}
     return {field: (value or None) if field in OPTIONAL else value for field, value in values.items()}

@@ -60,10 +60,11 @@ def transfer_values(transfer: str | None, root: Path) -> dict[str, Any]:
 def preset_values(preset: presets.Preset, found: dict[str, str]) -> dict[str, Any]:
     """The widget values of a preset; what it leaves out keeps its current value. A method preset sets the loss
     settings only; a recipe sets the whole run, and switches the intermediate-layer terms off unless it names
-    them (a recipe chosen after a layer method must not inherit its terms)."""
+    them (a recipe chosen after a layer method must not inherit its terms), and attention dropout to the default
+    unless it names it (the Seed recipe keeps BERT's own; the next recipe must not inherit that)."""
     if preset.kind == "method":
         return {WIDGET_KEYS[field]: widget_value(field, value) for field, value in preset.train.items()}
-    method_defaults = {field: getattr(SEED, field) for field in presets.METHOD_FIELDS}
+    method_defaults = {field: getattr(SEED, field) for field in (*presets.METHOD_FIELDS, "attention_dropout")}
     fields = {**method_defaults, **preset.train, **preset.data}
     values = {WIDGET_KEYS[field]: widget_value(field, value) for field, value in fields.items()}
     values.update(source_values(preset.data_source, found))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _common import REPO, RESULTS, read_result
 from report_format import f, pct, provenance, table, verdict
-from report_memory import section_memory, section_memory_levers, section_step_memory
+from report_memory import section_defaults_change, section_memory, section_memory_levers, section_step_memory
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -386,6 +386,7 @@ def build(results: dict[str, dict | None]) -> str:
         report_peers.section_allocator(results["allocator_ab"]),
         section_memory_levers(results["memory_levers"]),
         section_step_memory(results["step_memory"]),
+        section_defaults_change(results["peers_train_quiet"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),

@@ -18,7 +18,8 @@ BESIDE_WORKER_TARGET = 2.0   # serving p50 beside a training worker / idle p50
 QUICKSTART_TARGET_S = 300.0
 KD_SERVING = ("torch-fp32", "torch-bf16", "torch-int8", "kd-ort-fp32", "kd-ort-int8")  # KD Studio's own paths
 LABELS = {"kd_studio": "KD Studio (`distill_core distill`, defaults)", "trainer_fp32": "HF Trainer KD recipe, fp32",
-          "trainer_bf16": "HF Trainer KD recipe, bf16 (`bf16=True, use_cpu=True`)", "seed": "seed loop"}
+          "trainer_bf16": "HF Trainer KD recipe, bf16 (`bf16=True, use_cpu=True`)", "seed": "seed loop",
+          "kd_studio_before_2026_12_03": "KD Studio with the defaults before 2026-12-03 (section 4e)"}
 
 
 def _ms(value: float | None) -> str | None:
@@ -251,17 +252,18 @@ def section_targets(results: dict[str, dict | None]) -> str:
                              verdict(min(ratios) <= BESIDE_WORKER_TARGET)])
     else:
         rows.append(["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32", "not measured", None])
-    peak = ((results.get("memory") or {}).get("distill") or {}).get("peak_rss_mb")
-    source = "memory.json"
-    newest = [r.get("peak_rss_mb") for r in ((quiet or peers or {}).get("runs") or {}).get("kd_studio", [])]
-    if any(newest):  # the peer runs' KD Studio process: the newest distillation of the offline pair
-        peak, source = max(v for v in newest if v), "KD Studio's process in section 7" + ("b" if quiet else "")
+    # The defaults' peak: from the newest result that ran them (the defaults changed over time).
+    candidates = [("", ((results.get("memory") or {}).get("distill") or {}).get("peak_rss_mb"), "memory.json")]
+    for name, source in (("peers_train", "KD Studio's process in section 7"),
+                         ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
+                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c")):
+        result = results.get(name) or {}
+        peaks = [r.get("peak_rss_mb") for r in (result.get("runs") or {}).get("kd_studio", []) if r.get("peak_rss_mb")]
+        if peaks:
+            candidates.append((result["machine"]["date"], max(peaks), source))
+    _, peak, source = max(candidates, key=lambda c: c[0])
     ab_runs = (results.get("allocator_ab") or {}).get("runs") or {}
-    if ab_runs.get("kd_studio"):  # the newest default distillation of section 7's work
-        peak, source = max(r["peak_rss_mb"] for r in ab_runs["kd_studio"]), "default allocator, section 4b"
     levers = (results.get("memory_levers") or {}).get("runs") or {}
-    if levers.get("kd_studio"):  # newer still: the defaults with the heap trim
-        peak, source = max(r["peak_rss_mb"] for r in levers["kd_studio"]), "defaults, section 4c"
     low = [r["peak_rss_mb"] for r in ab_runs.get("kd_studio_low_memory", [])]
     rows.append(["peak RSS of a distillation run (offline pair)", "≤ 1.5 GB",
                  f"{peak:,.0f} MB ({source})" if peak else "not measured",

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-samples", type=int, default=2000, help="validation rows (0 = all)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=128, help="KD Studio's default")
+    parser.add_argument("--eval-batch-size", type=int, default=64, help="KD Studio's default")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.01)

@@ -1,10 +1,13 @@
 """Give freed tensor memory back to the operating system during training (glibc Linux).
 
-Two opt-in levers, both about the same glibc behaviour (explained below); by default neither is on, because each
-costs training time and speed is what most users wait for:
+One default and two opt-in levers, all about the same glibc behaviour (explained below):
 
-* **Trim** (``KD_MALLOC_TRIM_EVERY=10``): ``malloc_trim(0)`` every that many training steps and around each
-  evaluation pass hands the heap's free pages back. Interleaved A/B on the offline pair (BENCHMARKS.md section
+* **Trim after each evaluation pass** (default; ``KD_MALLOC_TRIM_AFTER_EVAL=0`` turns it off): ``malloc_trim(0)``
+  after the teacher's logit pass, before and after each validation and after test scoring. Those passes run the
+  run's largest batches; once they end, their freed pages would stay resident through the next epoch. A handful
+  of calls per run (BENCHMARKS.md section 4e measures the defaults it belongs to).
+* **Trim every N steps** (``KD_MALLOC_TRIM_EVERY=10``): ``malloc_trim(0)`` every that many training steps too
+  hands the heap's free pages back. Interleaved A/B on the offline pair (BENCHMARKS.md section
   4c, 2 rounds, load ~4): peak RSS 2,137 -> 1,947 MB, training x1.10 slower (pages given back are faulted in
   and zeroed again on the next steps). With ``--freeze-embeddings --attention-dropout 0`` it is the run measured
   at 1,407 MB.
@@ -15,7 +18,9 @@ and unmaps it on ``free``; below the threshold the block comes from a heap that 
 The threshold starts at 128 KiB but is *dynamic*: each freed mmapped block raises it to that block's size (up to
 32 MiB). After a few steps of training every activation tensor (1-30 MB here) is a heap block, and the heap
 grows to the sum of the largest shapes seen at different times (length-grouped batches change shape every step;
-validation batches are 4x larger), so the resident set ends far above what is alive at any moment.
+validation batches are 4x larger), so the resident set ends far above what is alive at any moment. Padding batch
+lengths to a multiple of 16 tokens (config ``pad_to_multiple_of``, the default) makes shapes repeat, so freed
+blocks fit the next step's tensors.
 
 Fixing the threshold (``KD_MALLOC_MMAP_THRESHOLD=1048576``: 1 MiB) keeps every activation-sized block in its own
 mapping, returned on ``free``. Measured on the offline pair (BENCHMARKS.md sections 4 and 4b): peak RSS of a
@@ -37,12 +42,13 @@ from .errors import UserError
 
 ENV_VAR = "KD_MALLOC_MMAP_THRESHOLD"
 TRIM_ENV_VAR = "KD_MALLOC_TRIM_EVERY"
+TRIM_AFTER_EVAL_ENV_VAR = "KD_MALLOC_TRIM_AFTER_EVAL"
 DEFAULT_TRIM_EVERY_STEPS = 0  # off: x1.10 slower training measured for 10% less peak memory (module docstring)
 LOW_MEMORY_TRIM_EVERY_STEPS = 10  # the value measured in BENCHMARKS.md section 4c
 LOW_MEMORY_THRESHOLD_BYTES = 1 << 20  # the value measured in BENCHMARKS.md
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 _applied: dict[str, Any] = {"malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet",
-                            "malloc_trim_every_steps": None}
+                            "malloc_trim_every_steps": None, "malloc_trim_after_eval": None}
 
 
 def _whole_number_from_env(name: str, default: int, unit: str) -> int:
@@ -62,6 +68,15 @@ def threshold_from_env() -> int:
 def trim_every_from_env() -> int:
     """Training steps between two trims (0 = never); a bad value is refused by name."""
     return _whole_number_from_env(TRIM_ENV_VAR, DEFAULT_TRIM_EVERY_STEPS, "training steps (0 = never trim)")
+
+
+def trim_after_eval_from_env() -> bool:
+    """Whether evaluation passes end with a trim (unset or 1: yes; 0: no); any other value is refused by name."""
+    raw = os.environ.get(TRIM_AFTER_EVAL_ENV_VAR, "").strip()
+    if raw not in ("", "0", "1"):
+        raise UserError(f"{TRIM_AFTER_EVAL_ENV_VAR} must be 1 (trim after evaluation passes, the default) or 0, "
+                        f"got {raw!r}: fix or unset it")
+    return raw != "0"
 
 
 @functools.cache
@@ -101,10 +116,12 @@ def _malloc_trim():
 def release_free_heap() -> bool:
     """Hand the heap's free pages back to the OS now (glibc's ``malloc_trim(0)``); whether anything was released.
 
-    The training loop calls it every ``trim_every`` steps and around evaluation passes, whose batches are the
-    largest tensors of a run: without it their freed pages stay resident for the rest of the run. Nothing
-    happens unless ``KD_MALLOC_TRIM_EVERY`` turned trimming on for this process (return_freed_memory_to_os)."""
-    if not _applied["malloc_trim_every_steps"] or (function := _malloc_trim()) is None:
+    Called around evaluation passes, whose batches are the largest tensors of a run (without it their freed pages
+    stay resident for the rest of the run), and every ``trim_every`` steps when asked. Nothing happens when both
+    ``KD_MALLOC_TRIM_AFTER_EVAL=0`` and no ``KD_MALLOC_TRIM_EVERY`` turned trimming off for this process
+    (return_freed_memory_to_os), or before that function ran."""
+    wanted = _applied["malloc_trim_after_eval"] or _applied["malloc_trim_every_steps"]
+    if not wanted or (function := _malloc_trim()) is None:
         return False
     return bool(function(0))
 
@@ -129,9 +146,10 @@ def return_freed_memory_to_os() -> dict[str, Any]:
         threshold, why = 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
     else:
         why = "blocks of this size or more are mmapped and given back on free"
-    trim_every = trim_every_from_env() if _glibc() is not None else 0
+    glibc = _glibc() is not None
+    trim_every = trim_every_from_env() if glibc else 0
     _applied.update(malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why,
-                    malloc_trim_every_steps=trim_every)
+                    malloc_trim_every_steps=trim_every, malloc_trim_after_eval=glibc and trim_after_eval_from_env())
     return dict(_applied)
 
 

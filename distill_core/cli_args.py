@@ -40,6 +40,8 @@ DATA_FIELDS = frozenset(DATA_FLAGS.values())
 # Optional counts the dashboard and the CLI take as 0 = unset (None in the config, where 0 is refused).
 ZERO_IS_UNSET = frozenset({"train_samples", "eval_samples", "patience", "max_steps", "transfer_samples"})
 CHOICES = {"optimizer": OPTIMIZERS, "kd_loss": KD_LOSS_NAMES, "mixed_precision": MIXED_PRECISIONS}
+# Settings a fine-tune leaves at the model's own (None) unless its command line sets them.
+MODELS_OWN_IN_A_FINETUNE = ("dropout", "attention_dropout")
 # What a pipeline's teacher fine-tune uses when neither the command line nor a preset says.
 TEACHER_STAGE_DEFAULTS = TeacherStage(base="", epochs=3, lr=5e-5)
 _TYPES = {"int": int, "float": float, "str": str}
@@ -78,7 +80,7 @@ def _add_train_args(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--out", required=command != "distill", help="run folder to create, e.g. runs/my-run")
     for flag, name in TRAIN_FLAGS.items():
         # A fine-tune keeps the model's own dropout unless told (a teacher is trained as its authors did).
-        own = name == "attention_dropout" or (command, name) == ("finetune", "dropout")
+        own = command == "finetune" and name in MODELS_OWN_IN_A_FINETUNE
         shown = "the model's own" if own else None
         _add_field_flag(parser, flag, name, default_text=shown)
     parser.add_argument("--quiet", action="store_true", help="no progress bars (results still go to stdout)")
@@ -369,8 +371,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     rest, then the config defaults. Not validated (the caller does)."""
     preset = _preset(args)
     values = _preset_values(preset, args.command) if preset else {}
-    if args.command == "finetune":
-        values["dropout"] = None  # the model's own dropout unless --dropout says otherwise
+    if args.command == "finetune":  # the model's own dropout unless --dropout / --attention-dropout say otherwise
+        values.update(dict.fromkeys(MODELS_OWN_IN_A_FINETUNE))
     values.update(_given(args))
     if args.command == "pipeline":
         values["teacher"] = teacher_stage_from_args(args).base  # the teacher stage replaces it with its run

@@ -127,11 +127,15 @@ class TrainConfig:
     dropout: float | None = _setting(
         0.3, "Student dropout override (seed: 0.3); 0 switches dropout off.", (0.0, 0.9))
     # Only the attention probabilities: hidden dropout is `dropout`. At 0, PyTorch's fused attention trains without
-    # keeping the attention matrix for the backward pass (BENCHMARKS.md sections 4c and 4d: memory and step time).
-    # None keeps the model's own (a truncated student's is its teacher's; a fresh config: student's is BERT's 0.1).
+    # keeping the attention matrix for the backward pass (BENCHMARKS.md sections 4c, 4d and 4e: memory and step
+    # time). Over 3 seeds at full size (section 9b) it cost truncate:2 nothing against BERT's 0.1; the fresh
+    # config:L4-H256 student moved -0.61 +- 1.80 points (paired), within its wider seed spread, so 0 is the default.
+    # None keeps the model's own (a truncated student's is its teacher's; a fresh config: student's is BERT's 0.1):
+    # what a fine-tune uses.
     attention_dropout: float | None = _setting(
-        None, "Student attention dropout; empty keeps the model's own (BERT's: 0.1). 0 lets fused attention skip "
-              "storing the attention matrix: less memory, faster steps.", (0.0, 0.9))
+        0.0, "Student attention dropout. 0 lets fused attention skip storing the attention matrix: less memory, "
+             "faster steps; empty keeps the model's own (BERT's: 0.1), which a fresh config: student may prefer "
+             "(its seeds vary more: BENCHMARKS.md 9b).", (0.0, 0.9))
     # The word-embedding matrix is most of a small student's weights (11.7 M of truncate:3's 17.4 M): frozen, it
     # needs no gradient and no AdamW moments. BENCHMARKS.md sections 4c, 4d (memory, time) and 9b (accuracy).
     freeze_embeddings: bool = _setting(
@@ -141,9 +145,11 @@ class TrainConfig:
     patience: int | None = _setting(
         2, "Stop after this many epochs without a better validation accuracy (0 = never).", (1, 100))
     seed: int = _setting(42, "Seeds the split, the subsample, the student head and the batch order.", (0, 2**31 - 1))
-    # Inference keeps no activations for the backward pass, so its batches can be larger than training's.
+    # Inference keeps no activations for the backward pass, so its batches can be larger than training's; but the
+    # teacher's logit pass and validation hold a run's largest transient tensors, so not too large: 64 rather than
+    # 128 lowers the run's peak memory (BENCHMARKS.md section 4e).
     eval_batch_size: int = _setting(
-        128, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
+        64, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
     # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting
     # (BENCHMARKS.md section 4e: the peak resident set, and what the extra padding costs in time).
     pad_to_multiple_of: int = _setting(

@@ -40,8 +40,9 @@ print(json.dumps({"applied": applied, "mapped": mapped}))
 
 def _child(env_value: str | None, code: str = CHILD, variable: str = allocator.ENV_VAR) -> dict:
     """``code``'s JSON line, run in a fresh process with ``variable`` set to ``env_value`` (None: unset) and the
-    other allocator variable unset."""
-    env = {k: v for k, v in os.environ.items() if k not in (allocator.ENV_VAR, allocator.TRIM_ENV_VAR)}
+    other allocator variables unset."""
+    ours = (allocator.ENV_VAR, allocator.TRIM_ENV_VAR, allocator.TRIM_AFTER_EVAL_ENV_VAR)
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     if env_value is not None:
         env[variable] = env_value
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
@@ -68,6 +69,16 @@ def test_a_bad_value_is_refused_naming_the_variable(variable, read, raw, monkeyp
     monkeypatch.setenv(variable, raw)
     with pytest.raises(UserError, match=variable):
         read()
+
+
+@pytest.mark.parametrize("raw", ["yes", "2", "true", "-1"])
+def test_trim_after_eval_takes_only_0_or_1(raw, monkeypatch):
+    monkeypatch.setenv(allocator.TRIM_AFTER_EVAL_ENV_VAR, raw)
+    with pytest.raises(UserError, match=f"{allocator.TRIM_AFTER_EVAL_ENV_VAR} must be 1 .* or 0, got {raw!r}"):
+        allocator.trim_after_eval_from_env()
+    for fine, expected in (("1", True), ("0", False), (" ", True)):
+        monkeypatch.setenv(allocator.TRIM_AFTER_EVAL_ENV_VAR, fine)
+        assert allocator.trim_after_eval_from_env() is expected
 
 
 def test_unset_and_zero_leave_the_c_library_alone(monkeypatch):
@@ -106,22 +117,30 @@ print(json.dumps({"applied": applied, "released": released, "before": before, "a
 """
 
 
-def _trim_child(trim_every: str | None) -> dict:
-    return _child(trim_every, TRIM_CHILD, allocator.TRIM_ENV_VAR)
+def _trim_child(value: str | None, variable: str = allocator.TRIM_ENV_VAR) -> dict:
+    return _child(value, TRIM_CHILD, variable)
+
+
+def _released_the_gaps(child: dict) -> bool:
+    # 200 freed 64 KiB gaps = 12.5 MiB of resident pages; most leave (headers keep a page of some gaps)
+    return child["released"] is True and child["before"] - child["after"] > 6
 
 
 @pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
-def test_trimming_gives_the_freed_gaps_of_a_fragmented_heap_back_when_turned_on():
-    trimmed = _trim_child(str(allocator.LOW_MEMORY_TRIM_EVERY_STEPS))
-    assert trimmed["applied"]["malloc_trim_every_steps"] == allocator.LOW_MEMORY_TRIM_EVERY_STEPS
-    assert trimmed["released"] is True
-    # 200 freed 64 KiB gaps = 12.5 MiB of resident pages; most leave (headers keep a page of some gaps)
-    assert trimmed["before"] - trimmed["after"] > 6
+def test_trimming_gives_the_freed_gaps_of_a_fragmented_heap_back_by_default_and_when_asked():
+    every_steps = _trim_child(str(allocator.LOW_MEMORY_TRIM_EVERY_STEPS))
+    assert every_steps["applied"]["malloc_trim_every_steps"] == allocator.LOW_MEMORY_TRIM_EVERY_STEPS
+    assert _released_the_gaps(every_steps)
 
-    for off in (_trim_child(None), _trim_child("0")):  # the default is off: nothing is trimmed, the gaps stay
-        assert off["applied"]["malloc_trim_every_steps"] == 0 == allocator.DEFAULT_TRIM_EVERY_STEPS
-        assert off["released"] is False
-        assert abs(off["before"] - off["after"]) < 1
+    default = _trim_child(None)  # the default: no trims between steps, a trim after each evaluation pass
+    assert default["applied"]["malloc_trim_every_steps"] == 0 == allocator.DEFAULT_TRIM_EVERY_STEPS
+    assert default["applied"]["malloc_trim_after_eval"] is True
+    assert _released_the_gaps(default)
+
+    off = _trim_child("0", allocator.TRIM_AFTER_EVAL_ENV_VAR)  # both off: nothing is trimmed, the gaps stay
+    assert (off["applied"]["malloc_trim_every_steps"], off["applied"]["malloc_trim_after_eval"]) == (0, False)
+    assert off["released"] is False
+    assert abs(off["before"] - off["after"]) < 1
 
 
 def test_the_loop_trims_every_n_steps_and_never_when_off(monkeypatch):

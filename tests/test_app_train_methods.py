@@ -32,7 +32,7 @@ def test_the_new_settings_have_widgets_with_the_configs_help(train_env):
         assert at.number_input(key=key).help == help_for(field)
     assert at.text_input(key="t_layer_map").value == ""
     assert at.selectbox(key="t_mixed_precision").value == "auto"
-    assert at.number_input(key="t_attention_dropout").value is None  # empty: the model's own
+    assert at.number_input(key="t_attention_dropout").value == 0.0  # fused attention, no stored matrix
     assert at.radio(key="t_transfer_kind").value == "none"
     assert "teacher run on every training batch" in texts(at.caption)
     assert any(e.label.startswith("Intermediate layers") for e in at.expander)
@@ -52,6 +52,15 @@ def test_a_method_preset_fills_the_layer_terms_and_keeps_data_and_models(train_e
     at.selectbox(key="t_preset").set_value("Offline quick start").run()  # a recipe switches the layer terms off
     assert at.number_input(key="t_hidden_weight").value == 0.0
     assert at.number_input(key="t_attention_weight").value == 0.0
+
+
+def test_the_seed_recipe_keeps_berts_attention_dropout_and_the_next_recipe_does_not_inherit_it(train_env):
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="t_preset").set_value("Seed recipe").run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="t_attention_dropout").value is None  # empty: the model's own, as the article
+    at.selectbox(key="t_preset").set_value("Offline quick start").run()
+    assert at.number_input(key="t_attention_dropout").value == 0.0
 
 
 def test_a_bad_layer_map_is_listed_in_the_forms_words_and_starts_nothing(train_env):

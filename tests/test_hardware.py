@@ -97,6 +97,8 @@ def test_a_run_trains_in_and_records_the_resolved_precision(hw, expected, monkey
     # glibc's default unless KD_MALLOC_MMAP_THRESHOLD asks otherwise (allocator.py)
     recorded = runs.read_status(run_dir)["allocator"]
     assert recorded["malloc_mmap_threshold"] == (allocator.threshold_from_env() or None)
-    # and the heap trim (off unless KD_MALLOC_TRIM_EVERY asks) wherever glibc has one
+    # and the heap trims (between steps only if KD_MALLOC_TRIM_EVERY asks; after evaluation passes unless
+    # KD_MALLOC_TRIM_AFTER_EVAL=0) wherever glibc has them
     glibc = allocator._glibc() is not None
     assert recorded["malloc_trim_every_steps"] == (allocator.trim_every_from_env() if glibc else 0)
+    assert recorded["malloc_trim_after_eval"] == (glibc and allocator.trim_after_eval_from_env())
