@@ -49,4 +49,27 @@ def section_students(students: dict | None, remeasured: dict | None = None) -> s
             if runs_of.get(f"{key}-best") and runs_of.get(f"{key}-best") == runs_of.get(f"{key}-kd"):
                 out.append(f"The grid's best cell is the seed setting itself (T 2, alpha 0.5), so its row is the same "
                            f"three runs as the seed setting's ({', '.join(runs_of[f'{key}-kd'])}).\n")
+        out += _paired(remeasured, PAIRED)
     return "\n".join(out)
+
+
+# (row, its baseline, what differs): the same seeds with one setting changed, so per-seed differences are paired.
+PAIRED = (("cf-attn0", "cf-kd", "attention dropout 0 on the fresh student"),
+          ("t2-lean", "t2-frozen", "attention dropout 0 on frozen-embedding truncate:2"))
+
+
+def _paired(result: dict, pairs: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """Per-seed test-accuracy differences (points) of each pair measured on the same seeds, mean and sample std."""
+    import statistics
+
+    by_key = {row["key"]: {r["seed"]: r["test_accuracy"] for r in row["runs"]} for row in result["rows"]}
+    out = []
+    for key, base, what in pairs:
+        seeds = sorted(set(by_key.get(key, {})) & set(by_key.get(base, {})))
+        if len(seeds) < 2:
+            continue
+        diffs = [100 * (by_key[key][s] - by_key[base][s]) for s in seeds]
+        out.append(f"Paired over seeds {', '.join(map(str, seeds))}, {what} ({key} - {base}): "
+                   f"{' / '.join(f'{d:+.2f}' for d in diffs)} points, mean {statistics.fmean(diffs):+.2f} ± "
+                   f"{statistics.stdev(diffs):.2f}.\n")
+    return out

@@ -129,7 +129,8 @@ class TrainConfig:
     # Only the attention probabilities: hidden dropout is `dropout`. At 0, PyTorch's fused attention trains without
     # keeping the attention matrix for the backward pass (BENCHMARKS.md sections 4c, 4d and 4e: memory and step
     # time). Over 3 seeds at full size (section 9b) it cost truncate:2 nothing against BERT's 0.1; the fresh
-    # config:L4-H256 student moved -0.61 +- 1.80 points (paired), within its wider seed spread, so 0 is the default.
+    # config:L4-H256 student moved -0.61 +- 1.77 points (paired; -2.46, +1.07, -0.45), within its wider seed
+    # spread, so 0 is the default.
     # None keeps the model's own (a truncated student's is its teacher's; a fresh config: student's is BERT's 0.1):
     # what a fine-tune uses.
     attention_dropout: float | None = _setting(
