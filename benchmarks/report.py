@@ -386,7 +386,7 @@ def build(results: dict[str, dict | None]) -> str:
         report_peers.section_allocator(results["allocator_ab"]),
         section_memory_levers(results["memory_levers"]),
         section_step_memory(results["step_memory"]),
-        section_defaults_change(results["peers_train_quiet"]),
+        section_defaults_change(results["peers_train_quiet"], results["defaults_ab"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
@@ -404,7 +404,7 @@ def build(results: dict[str, dict | None]) -> str:
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
-         "memory_levers", "better_students_new_teacher", "step_memory")
+         "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab")
 
 
 def section_compile(result: dict | None) -> str:

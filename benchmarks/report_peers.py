@@ -230,9 +230,10 @@ def section_targets(results: dict[str, dict | None]) -> str:
     peers, quiet = results.get("peers_train"), results.get("peers_train_quiet")
     rows += _training_targets(peers) if peers else [["training vs Trainer recipe / seed loop", "≥ 4x / ≥ 5x",
                                                      "not measured", None]]
-    if quiet:  # the target asks for a quiet machine: its Trainer row replaces the busy one's
-        quiet_rows = [[f"{r[0]}, quiet machine", *r[1:]] for r in _training_targets(quiet) if "Trainer" in r[0]]
-        rows = quiet_rows + [r for r in rows if "Trainer" not in r[0]]
+    if quiet:  # the targets ask for a quiet machine: each peer measured there replaces the busy run's row
+        quiet_rows = [[f"{r[0]}, quiet machine", *r[1:]] for r in _training_targets(quiet) if r[2] != "not measured"]
+        replaced = {r[0].removesuffix(", quiet machine") for r in quiet_rows}
+        rows = quiet_rows + [r for r in rows if r[0] not in replaced]
     serving = results.get("serving_peers")
     student = (serving or {}).get("models", {}).get("student")
     if student:
@@ -256,7 +257,8 @@ def section_targets(results: dict[str, dict | None]) -> str:
     candidates = [("", ((results.get("memory") or {}).get("distill") or {}).get("peak_rss_mb"), "memory.json")]
     for name, source in (("peers_train", "KD Studio's process in section 7"),
                          ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
-                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c")):
+                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c"),
+                         ("defaults_ab", "defaults, section 4e")):
         result = results.get(name) or {}
         peaks = [r.get("peak_rss_mb") for r in (result.get("runs") or {}).get("kd_studio", []) if r.get("peak_rss_mb")]
         if peaks:

@@ -19,8 +19,8 @@ The threshold starts at 128 KiB but is *dynamic*: each freed mmapped block raise
 32 MiB). After a few steps of training every activation tensor (1-30 MB here) is a heap block, and the heap
 grows to the sum of the largest shapes seen at different times (length-grouped batches change shape every step;
 validation batches are 4x larger), so the resident set ends far above what is alive at any moment. Padding batch
-lengths to a multiple of 16 tokens (config ``pad_to_multiple_of``, the default) makes shapes repeat, so freed
-blocks fit the next step's tensors.
+lengths to a multiple of 16 tokens (config ``pad_to_multiple_of``, opt-in) makes shapes repeat, so freed blocks
+fit the next step's tensors.
 
 Fixing the threshold (``KD_MALLOC_MMAP_THRESHOLD=1048576``: 1 MiB) keeps every activation-sized block in its own
 mapping, returned on ``free``. Measured on the offline pair (BENCHMARKS.md sections 4 and 4b): peak RSS of a

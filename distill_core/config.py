@@ -151,11 +151,12 @@ class TrainConfig:
     # 128 lowers the run's peak memory (BENCHMARKS.md section 4e).
     eval_batch_size: int = _setting(
         64, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
-    # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting
-    # (BENCHMARKS.md section 4e: the peak resident set, and what the extra padding costs in time).
+    # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting:
+    # peak RSS -170 MB, but the extra tokens cost x1.13 training time (BENCHMARKS.md section 4e), so the default
+    # pads to the longest row and 16 is the setting where memory is the limit.
     pad_to_multiple_of: int = _setting(
-        16, "Pad each batch to a multiple of this many tokens (1 = to its longest row). Repeating shapes keep the "
-            "memory the process holds low; the extra tokens are masked out.", (1, 512))
+        1, "Pad each batch to a multiple of this many tokens (1 = to its longest row). 16 makes shapes repeat, so "
+           "the process holds less memory, at the price of computing the extra (masked) tokens.", (1, 512))
     log_every_steps: int = _setting(
         10, "A step point (loss, throughput) is written every this many steps.", (1, 100_000))
     max_steps: int | None = _setting(
