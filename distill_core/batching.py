@@ -101,8 +101,8 @@ class Collator:
 
     Why round: with every batch a different length, each step's activations have new shapes, and glibc's heap
     cannot reuse the blocks the last step freed, so the resident set grows over an epoch. With lengths in steps of
-    16 the shapes repeat (BENCHMARKS.md section 4e: -170 MB peak, x1.13 training time, so it is opt-in). The extra
-    tokens are masked: outputs change only by float rounding.
+    16 the shapes repeat (BENCHMARKS.md section 4e: -150 to -190 MB peak, x1.14 training time, so it is opt-in).
+    The extra tokens are masked: outputs change only by float rounding.
     """
 
     model_input_names = ("input_ids", "attention_mask", "token_type_ids")

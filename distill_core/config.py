@@ -152,8 +152,8 @@ class TrainConfig:
     eval_batch_size: int = _setting(
         64, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
     # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting:
-    # peak RSS -170 MB, but the extra tokens cost x1.13 training time (BENCHMARKS.md section 4e), so the default
-    # pads to the longest row and 16 is the setting where memory is the limit.
+    # peak RSS -150 to -190 MB, but the extra tokens cost x1.14 training time (BENCHMARKS.md section 4e), so the
+    # default pads to the longest row and 16 is the setting where memory is the limit.
     pad_to_multiple_of: int = _setting(
         1, "Pad each batch to a multiple of this many tokens (1 = to its longest row). 16 makes shapes repeat, so "
            "the process holds less memory, at the price of computing the extra (masked) tokens.", (1, 512))
