@@ -64,8 +64,8 @@ def preset_values(preset: presets.Preset, found: dict[str, str]) -> dict[str, An
     unless it names it (the Seed recipe keeps BERT's own; the next recipe must not inherit that)."""
     if preset.kind == "method":
         return {WIDGET_KEYS[field]: widget_value(field, value) for field, value in preset.train.items()}
-    method_defaults = {field: getattr(SEED, field) for field in (*presets.METHOD_FIELDS, "attention_dropout")}
-    fields = {**method_defaults, **preset.train, **preset.data}
+    reset = {field: getattr(SEED, field) for field in (*presets.METHOD_FIELDS, "attention_dropout")}
+    fields = {**reset, **preset.train, **preset.data}
     values = {WIDGET_KEYS[field]: widget_value(field, value) for field, value in fields.items()}
     values.update(source_values(preset.data_source, found))
     if preset.student:

@@ -131,31 +131,13 @@ def section_memory_levers(levers: dict[str, Any] | None) -> str:
     if not levers:
         return title + ("\n_Not measured yet: `python benchmarks/peers_train.py --variants kd_studio_trim kd_studio "
                         "kd_studio_lean --rounds 2 --seed-per-round --name memory_levers`._\n")
-    st, runs = levers["settings"], levers["runs"]
+    st = levers["settings"]
     out = [title, f"KD Studio's `distill` of section 7's work (`{st['student']}`, {st['train_samples']:,} train and "
                   f"{st['eval_samples']:,} validation and test rows, {st['epochs']} epochs, batch {st['batch_size']}, "
                   f"{st['threads']} threads, fresh teacher-logit cache each run), the variants interleaved over "
                   f"{st['rounds']} rounds; round r trains with seed {st['seed']} + r - 1, the same for every "
                   "variant of the round. Peak RSS is `os.wait4`'s ru_maxrss of the process.\n"]
-    in_run_order = sorted(((row["started_at"], name, row) for name, rows in runs.items() for row in rows),
-                          key=lambda item: item[0])
-    body = [[LEVER_NAMES.get(name, name), row["round"], row.get("seed"), f(row["peak_rss_mb"], 0),
-             f(row["train_s"]), f"{100 * row['valid_accuracy']:.2f}", f"{100 * row['test_accuracy']:.2f}",
-             f"{row['load_start'][0]:.1f}"] for _, name, row in in_run_order]
-    out.append(table(["setting", "round", "seed", "peak RSS MB", "training s", "valid acc %", "test acc %",
-                      "load at start"], body) + "\n")
-    base = runs.get("kd_studio")
-    summary = []
-    for name, rows in runs.items():
-        speed = f"×{training_time_ratio(runs, name):.2f}" if base else None
-        peak = max(r["peak_rss_mb"] for r in rows)
-        summary.append([LEVER_NAMES.get(name, name), f(peak, 0), speed, _mean_std([r["test_accuracy"] for r in rows]),
-                        verdict(peak <= RSS_TARGET_MB)])
-    out.append(table(["setting", "peak RSS MB (max over rounds)", "training time vs defaults (medians)",
-                      f"test acc % over {st['rounds']} seeds, mean ± std", "≤ 1.5 GB"], summary) + "\n")
-    if levers.get("relabelled"):
-        out.append(f"_Names: {levers['relabelled']}._\n")
-    out.append(provenance(levers) + "\n")
+    out += _ab_tables(levers, LEVER_NAMES, "kd_studio", "defaults")
     return "\n".join(out)
 
 
@@ -179,27 +161,30 @@ def section_defaults_change(*results: dict[str, Any] | None) -> str:
                   "old defaults are asked for explicitly: `--attention-dropout 0.1 --eval-batch-size 128` and "
                   "`KD_MALLOC_TRIM_AFTER_EVAL=0`. Peak RSS is `os.wait4`'s ru_maxrss.\n"]
     for result in measured:
-        out += _defaults_ab(result)
+        out += _ab_tables(result, DEFAULTS_NAMES, BEFORE, "the old defaults")
     out.append("Accuracy over 3 seeds at full size for attention dropout 0: section 9b.\n")
     return "\n".join(out)
 
 
-def _defaults_ab(result: dict[str, Any]) -> list[str]:
-    runs = {name: rows for name, rows in result["runs"].items() if name in DEFAULTS_NAMES}
+def _ab_tables(result: dict[str, Any], names: dict[str, str], base: str, base_words: str) -> list[str]:
+    """An interleaved A/B of peers_train.py's KD Studio variants (those in ``names``): every run in the order it ran,
+    then per setting its peak, its training time against ``base`` and its test accuracy over the rounds' seeds."""
+    runs = {name: rows for name, rows in result["runs"].items() if name in names}
     in_run_order = sorted(((row["started_at"], name, row) for name, rows in runs.items() for row in rows),
                           key=lambda item: item[0])
-    body = [[DEFAULTS_NAMES[name], row.get("round"), row.get("seed", result["settings"]["seed"]),
-             f(row["peak_rss_mb"], 0), f(row["to_saved_model_s"]), f(row["train_s"]),
-             f"{100 * row['valid_accuracy']:.2f}", f"{100 * row['test_accuracy']:.2f}", f"{row['load_start'][0]:.1f}"]
-            for _, name, row in in_run_order]
-    summary = [[DEFAULTS_NAMES[name], f(max(r["peak_rss_mb"] for r in rows), 0),
-                f"×{training_time_ratio(runs, name, BEFORE):.2f}", verdict(max(r["peak_rss_mb"] for r in rows)
-                                                                          <= RSS_TARGET_MB)]
-               for name, rows in runs.items()]
+    body = [[names[name], row.get("round"), row.get("seed", result["settings"]["seed"]), f(row["peak_rss_mb"], 0),
+             f(row["to_saved_model_s"]), f(row["train_s"]), f"{100 * row['valid_accuracy']:.2f}",
+             f"{100 * row['test_accuracy']:.2f}", f"{row['load_start'][0]:.1f}"] for _, name, row in in_run_order]
+    summary = []
+    for name, rows in runs.items():
+        peak = max(r["peak_rss_mb"] for r in rows)
+        speed = f"×{training_time_ratio(runs, name, base):.2f}" if base in runs else None
+        summary.append([names[name], f(peak, 0), speed, _mean_std([r["test_accuracy"] for r in rows]),
+                        verdict(peak <= RSS_TARGET_MB)])
     return [table(["setting", "round", "seed", "peak RSS MB", "to saved model s", "training s", "valid acc %",
                    "test acc %", "load at start"], body) + "\n",
-            table(["setting", "peak RSS MB (max over rounds)", "training time vs the old defaults (medians)",
-                   "≤ 1.5 GB"], summary) + "\n",
+            table(["setting", "peak RSS MB (max over rounds)", f"training time vs {base_words} (medians)",
+                   f"test acc % over {result['settings']['rounds']} seeds, mean ± std", "≤ 1.5 GB"], summary) + "\n",
             *([f"_Names: {result['relabelled']}._\n"] if result.get("relabelled") else []),
             provenance(result) + "\n"]
 

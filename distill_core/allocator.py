@@ -117,9 +117,9 @@ def release_free_heap() -> bool:
     """Hand the heap's free pages back to the OS now (glibc's ``malloc_trim(0)``); whether anything was released.
 
     Called around evaluation passes, whose batches are the largest tensors of a run (without it their freed pages
-    stay resident for the rest of the run), and every ``trim_every`` steps when asked. Nothing happens when both
-    ``KD_MALLOC_TRIM_AFTER_EVAL=0`` and no ``KD_MALLOC_TRIM_EVERY`` turned trimming off for this process
-    (return_freed_memory_to_os), or before that function ran."""
+    stay resident for the rest of the run), and every ``trim_every`` steps when asked. Nothing happens before
+    return_freed_memory_to_os ran, or when it found both trims off (``KD_MALLOC_TRIM_AFTER_EVAL=0`` and no
+    ``KD_MALLOC_TRIM_EVERY``)."""
     wanted = _applied["malloc_trim_after_eval"] or _applied["malloc_trim_every_steps"]
     if not wanted or (function := _malloc_trim()) is None:
         return False
