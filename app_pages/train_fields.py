@@ -25,7 +25,7 @@ DATA_KEYS = {"text_column": "t_text_col", "label_column": "t_label_col", "valid_
              "test_fraction": "t_test_fraction", "train_samples": "t_train_samples",
              "eval_samples": "t_eval_samples", "max_length": "t_max_length", "transfer_samples": "t_transfer_samples"}
 # None in a config is 0 in its widget.
-OPTIONAL = {"patience", "max_steps", "train_samples", "eval_samples", "transfer_samples"}
+OPTIONAL = {"patience", "max_steps", "train_samples", "eval_samples", "transfer_samples", "pad_to_multiple_of"}
 # None in a config is an empty widget: the model's own value.
 MODELS_OWN_WHEN_EMPTY = {"attention_dropout"}
 # Rows of four inputs: (label, config field, step, or the options of a selectbox[, number format]).

@@ -39,23 +39,29 @@ from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, run_child, writ
 
 VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_memory", "kd_studio_trim",
             "kd_studio_frozen_embeddings", "kd_studio_no_attention_dropout", "kd_studio_lean",
-            "kd_studio_before_2026_12_03", "kd_studio_pad16")
+            "kd_studio_before_2026_12_03", "kd_studio_pad16", "kd_studio_fp32", "kd_studio_pad1",
+            "kd_studio_tcmalloc")
 # KD Studio with opt-in memory levers, for A/Bs against its defaults (distill_core/allocator.py, config.py):
 # kd_studio_low_memory: glibc's mmap threshold fixed at 1 MiB; kd_studio_trim: malloc_trim every 10 steps and
 # around evaluation passes; kd_studio_frozen_embeddings: --freeze-embeddings; kd_studio_no_attention_dropout:
 # --attention-dropout 0 (the default since 2026-12-03); kd_studio_lean: the trim and both flags;
 # kd_studio_before_2026_12_03: the defaults before that day (the teacher's attention dropout, 0.1 for MiniLM,
 # batches padded to their longest row, evaluation batches of 128, no heap trim after evaluation passes);
-# kd_studio_pad16: today's defaults with batch lengths rounded up to 16 tokens (what the rounding costs and saves).
+# kd_studio_pad16: today's defaults with batch lengths rounded up to 16 tokens (what the rounding costs and saves);
+# kd_studio_fp32: --mixed-precision no, on a CPU where the default (auto) picks bf16 autocast (what bf16 buys);
+# kd_studio_pad1: --pad-to-multiple-of 1 (each batch to its longest row, the default before auto padding);
+# kd_studio_tcmalloc: the defaults with gperftools' tcmalloc preloaded (LD_PRELOAD; apt libtcmalloc-minimal4).
 VARIANT_ENV = {"kd_studio_low_memory": {"KD_MALLOC_MMAP_THRESHOLD": "1048576"},
                "kd_studio_trim": {"KD_MALLOC_TRIM_EVERY": "10"}, "kd_studio_lean": {"KD_MALLOC_TRIM_EVERY": "10"},
-               "kd_studio_before_2026_12_03": {"KD_MALLOC_TRIM_AFTER_EVAL": "0"}}
+               "kd_studio_before_2026_12_03": {"KD_MALLOC_TRIM_AFTER_EVAL": "0"},
+               "kd_studio_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}}
 VARIANT_FLAGS = {"kd_studio_frozen_embeddings": ["--freeze-embeddings"],
                  "kd_studio_no_attention_dropout": ["--attention-dropout", "0"],
                  "kd_studio_lean": ["--freeze-embeddings", "--attention-dropout", "0"],
                  "kd_studio_before_2026_12_03": ["--attention-dropout", "0.1", "--pad-to-multiple-of", "1",
                                                  "--eval-batch-size", "128"],
-                 "kd_studio_pad16": ["--pad-to-multiple-of", "16"]}
+                 "kd_studio_pad16": ["--pad-to-multiple-of", "16"],
+                 "kd_studio_fp32": ["--mixed-precision", "no"], "kd_studio_pad1": ["--pad-to-multiple-of", "1"]}
 TEST_PHASE = "evaluating the best checkpoint on the test split"
 
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 from _common import REPO, RESULTS, read_result
 from report_format import f, pct, provenance, table, verdict
-from report_memory import section_defaults_change, section_memory, section_memory_levers, section_step_memory
+from report_memory import (
+    section_bf16_padding,
+    section_defaults_change,
+    section_memory,
+    section_memory_levers,
+    section_step_memory,
+    section_tcmalloc,
+)
+from report_precision import section_precision_step
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -20,16 +28,29 @@ LOW_PRECISION_TARGET = 1.5  # best low-precision student / its fp32 throughput
 ACCURACY_BUDGET_POINTS = 0.5
 
 
+def machine_label(machine: dict) -> str:
+    """A machine as a reader tells it apart: its CPU and the instructions that change which precision is fast."""
+    flags = machine.get("cpu_flags") or []
+    return f"{machine['cpu_model']} ({', '.join(flags) or 'no bf16/int8 instructions detected'})"
+
+
 def section_machine(results: dict[str, dict]) -> str:
-    any_result = next((r for r in results.values() if r), None)
-    if any_result is None:
+    measured = {name: r for name, r in results.items() if r}
+    if not measured:
         return "## Machine\n\n_No results yet: run `bash benchmarks/run_all.sh`._\n"
-    m = any_result["machine"]
+    # The project's sessions get different machines; which one measured what decides how a number reads (bf16 is
+    # fast only with AVX512-BF16/AMX), so every result file is listed under the machine it ran on.
+    by_machine: dict[str, list[str]] = {}
+    for name, result in sorted(measured.items(), key=lambda item: item[1]["machine"]["date"]):
+        by_machine.setdefault(machine_label(result["machine"]), []).append(f"`{name}`")
+    machines = "\n".join(f"  - {label}: {', '.join(names)}" for label, names in by_machine.items())
+    m = next(iter(measured.values()))["machine"]
     return f"""## Machine and method
 
-- CPU: {m['cpu_model']}; features that matter here: {', '.join(m['cpu_flags']) or 'none detected'}.
-- {m['usable_cores']} usable cores, {m['cpu_count']} logical CPUs; torch {m['torch_version']}, Python \
-{m['python_version']}; every measurement uses **2 torch threads** (recorded per row).
+- The results were measured on {len(by_machine)} kind(s) of machine, each with {m['usable_cores']} usable cores, \
+torch {m['torch_version']}, Python {m['python_version']}; every measurement uses **2 torch threads** (recorded per \
+row). Which CPU measured which result file (oldest first):
+{machines}
 - **The machine is shared**: other engineers' test suites and app sessions ran on the same 2 cores while these
   numbers were taken. The benchmark processes ran in their own session with a raised autogroup priority
   (`echo -15 > /proc/<pid>/autogroup`), and every comparison below is a **ratio measured in the same run**, back
@@ -387,6 +408,8 @@ def build(results: dict[str, dict | None]) -> str:
         section_memory_levers(results["memory_levers"]),
         section_step_memory(results["step_memory"]),
         section_defaults_change(results["peers_train_quiet"], results["defaults_ab"]),
+        section_bf16_padding(results["bf16_padding_ab"]),
+        section_tcmalloc(results["tcmalloc_ab"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
@@ -394,9 +417,14 @@ def build(results: dict[str, dict | None]) -> str:
             "## 7. Training against the peers: HF Trainer KD recipe and the seed loop",
             "## 7b. Training against the HF Trainer KD recipe, quiet machine", 1)
         if results["peers_train_quiet"] else "",
+        report_peers.section_peers_train(results["peers_train_avx512"]).replace(
+            "## 7. Training against the peers: HF Trainer KD recipe and the seed loop",
+            "## 7c. Training against the peers on a CPU with native bf16 (AVX512-BF16), quiet machine", 1)
+        if results["peers_train_avx512"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
+        section_precision_step(results["precision_step"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
     return "\n".join(parts)
@@ -404,7 +432,8 @@ def build(results: dict[str, dict | None]) -> str:
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
-         "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab")
+         "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
+         "bf16_padding_ab", "tcmalloc_ab", "precision_step")
 
 
 def section_compile(result: dict | None) -> str:

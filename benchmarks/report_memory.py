@@ -206,3 +206,48 @@ def section_step_memory(steps: dict[str, Any] | None) -> str:
                              f"counted), settings interleaved over {st['rounds']} rounds; medians over rounds.\n",
                       table(["setting", "forward: resident set growth MB", "process peak RSS MB", "step s",
                              "trained weights"], body) + "\n", provenance(steps) + "\n"])
+
+
+SECTION_7_WORK = ("Section 7's work (`truncate:3` from the MiniLM teacher, 2,000 train / 2,000 validation and test "
+                  "rows, "
+                  "2 epochs, batch 32, 2 threads, fresh teacher-logit cache each run), variants interleaved over 2 "
+                  "rounds, round r with seed 42 + r - 1. Peak RSS is `os.wait4`'s ru_maxrss.")
+PADDING_NAMES = {"kd_studio": "bf16 (auto), batches padded to a multiple of 16 (auto under bf16: today's default)",
+                 "kd_studio_pad1": "bf16 (auto), each batch to its longest row (`--pad-to-multiple-of 1`)",
+                 "kd_studio_fp32": "fp32 (`--mixed-precision no`; auto padding is then 1)"}
+TCMALLOC_NAMES = {"kd_studio_tcmalloc": "defaults + tcmalloc (`LD_PRELOAD=libtcmalloc_minimal.so.4`)",
+                  "kd_studio": "defaults (glibc's malloc)",
+                  "kd_studio_pad1": "defaults with `--pad-to-multiple-of 1` (glibc's malloc)"}
+
+
+def _ab_section(title: str, result: dict[str, Any] | None, variants: dict[str, str], base: str, base_words: str,
+                why: str) -> str:
+    """A section for one interleaved A/B of KD Studio variants (``variants``: name -> words), ratios against
+    ``base``; when not measured, the command that measures it."""
+    if not result:
+        return title + (f"\n_Not measured yet: `python benchmarks/peers_train.py --variants {' '.join(variants)} "
+                        f"--rounds 2 --seed-per-round --name NAME`._\n")
+    return "\n".join([title, f"{SECTION_7_WORK} {why}\n", *_ab_tables(result, variants, base, base_words)])
+
+
+def section_bf16_padding(result: dict[str, Any] | None) -> str:
+    """Issue 11: under bf16 autocast, padding to 16 tokens against padding to the longest row (and fp32)."""
+    return _ab_section(
+        "## 4f. Padding under bf16 autocast: 16 tokens by default (A/B, a CPU with AVX512-BF16)\n", result,
+        PADDING_NAMES, "kd_studio_pad1", "bf16 padded to the longest row",
+        "On this CPU `--mixed-precision auto` trains in bf16. Rounding batch lengths up to 16 tokens makes shapes "
+        "repeat, so the heap reuses the blocks each step frees; under bf16 the extra (masked) tokens cost no "
+        "measurable time, while in fp32 on an AVX2 CPU they cost x1.14 (section 4e). Hence `pad_to_multiple_of` "
+        "auto: 16 under bf16, 1 in fp32.")
+
+
+def section_tcmalloc(result: dict[str, Any] | None) -> str:
+    """Issue 11: gperftools' tcmalloc preloaded instead of glibc's malloc, with today's defaults."""
+    return _ab_section(
+        "## 4g. tcmalloc instead of glibc's malloc (A/B)\n", result, TCMALLOC_NAMES, "kd_studio",
+        "the defaults with glibc",
+        "tcmalloc (Debian/Ubuntu `libtcmalloc-minimal4`) keeps per-size free lists and returns spans to the OS, "
+        "instead of glibc's heap that fragments under activations of changing shapes (distill_core/allocator.py). "
+        "It is loaded with `LD_PRELOAD`, so it must be chosen before the process starts: the Docker image sets it. "
+        "These runs predate the record; since then a run names the malloc that served it (`allocator.malloc` in "
+        "status.json).")

@@ -19,7 +19,8 @@ QUICKSTART_TARGET_S = 300.0
 KD_SERVING = ("torch-fp32", "torch-bf16", "torch-int8", "kd-ort-fp32", "kd-ort-int8")  # KD Studio's own paths
 LABELS = {"kd_studio": "KD Studio (`distill_core distill`, defaults)", "trainer_fp32": "HF Trainer KD recipe, fp32",
           "trainer_bf16": "HF Trainer KD recipe, bf16 (`bf16=True, use_cpu=True`)", "seed": "seed loop",
-          "kd_studio_before_2026_12_03": "KD Studio with the defaults before 2026-12-03 (section 4e)"}
+          "kd_studio_before_2026_12_03": "KD Studio with the defaults before 2026-12-03 (section 4e)",
+          "kd_studio_fp32": "KD Studio, fp32 (`--mixed-precision no`)"}
 
 
 def _ms(value: float | None) -> str | None:
@@ -85,6 +86,8 @@ def section_peers_train(peers: dict[str, Any] | None) -> str:
         reason = chosen.get("mixed_precision_reason", "no reason recorded")
         out.append(f"KD Studio's mixed precision: asked `{core_runs[0].get('mixed_precision')}`, ran "
                    f"`{chosen.get('mixed_precision', '?')}` ({reason}).\n")
+    if peers.get("note"):
+        out.append(f"_Note: {peers['note']}._\n")
     for name, why in (peers.get("skipped") or {}).items():
         out.append(f"Not run: {LABELS.get(name, name)}: {why}.\n")
     loads = [r["load_start"][0] for runs in peers["runs"].values() for r in runs]
@@ -224,73 +227,118 @@ def _bf16_text(serving: dict[str, Any]) -> str:
         "`--mixed-precision auto` does).\n")
 
 
-def section_targets(results: dict[str, dict | None]) -> str:
-    """Issue 11's 'done means' list, each with its measured figure."""
-    rows: list[list[Any]] = []
-    peers, quiet = results.get("peers_train"), results.get("peers_train_quiet")
-    rows += _training_targets(peers) if peers else [["training vs Trainer recipe / seed loop", "≥ 4x / ≥ 5x",
-                                                     "not measured", None]]
-    if quiet:  # the targets ask for a quiet machine: each peer measured there replaces the busy run's row
-        quiet_rows = [[f"{r[0]}, quiet machine", *r[1:]] for r in _training_targets(quiet) if r[2] != "not measured"]
-        replaced = {r[0].removesuffix(", quiet machine") for r in quiet_rows}
-        rows = quiet_rows + [r for r in rows if r[0] not in replaced]
-    serving = results.get("serving_peers")
+QUIET_PEERS = ("peers_train_quiet", "peers_train_avx512")  # peer runs on a quiet machine, one per kind of CPU
+# Results whose KD Studio variant ran the defaults of its day; the newest per kind of CPU gives the defaults' peak.
+DEFAULT_PEAK_SOURCES = (("peers_train", "KD Studio's process in section 7"),
+                        ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
+                        ("peers_train_avx512", "KD Studio's process in section 7c"),
+                        ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c"),
+                        ("defaults_ab", "defaults, section 4e"), ("bf16_padding_ab", "defaults, section 4f"),
+                        ("tcmalloc_ab", "defaults with glibc's malloc, section 4g"))
+
+
+def cpu_kind(machine: dict[str, Any]) -> str:
+    """What decides a machine's fastest training precision, in a reader's words."""
+    flags = set(machine.get("cpu_flags") or [])
+    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    return f"CPU with {' and '.join(f.upper().replace('_', '-') for f in native)} (bf16 default)" if native \
+        else "AVX2-only CPU (fp32 default)"
+
+
+def _serving_targets(serving: dict[str, Any] | None) -> list[list[Any]]:
     student = (serving or {}).get("models", {}).get("student")
-    if student:
-        shape = next(iter(student["latency"]))
-        best, ort = _best_kd_path(student, shape), _serving_paths(student, shape).get("ort-fp32")
-        if best and ort:
-            rows.append(["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32 at ≤ 0.5 points",
-                         f"`{best[0]}` {_ms(best[1])} ms vs {_ms(ort['p50_ms'])} ms",
-                         verdict(best[1] <= ort["p50_ms"])])
-        beside = serving.get("beside_worker") if serving else None
-        if best and beside:
-            ratios = [t["student"][best[0]]["p50_ms"] / student["latency"]["1x50"]["variants"][best[0]]["p50_ms"]
-                      for t in beside["threads"].values() if best[0] in t.get("student", {})
-                      and "1x50" in student["latency"]]
-            if ratios:
-                rows.append(["same path beside a training worker", "p50 within 2x of idle", f"{min(ratios):.2f}x",
-                             verdict(min(ratios) <= BESIDE_WORKER_TARGET)])
-    else:
-        rows.append(["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32", "not measured", None])
-    # The defaults' peak: from the newest result that ran them (the defaults changed over time).
-    candidates = [("", ((results.get("memory") or {}).get("distill") or {}).get("peak_rss_mb"), "memory.json")]
-    for name, source in (("peers_train", "KD Studio's process in section 7"),
-                         ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
-                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c"),
-                         ("defaults_ab", "defaults, section 4e")):
+    if not serving or not student:
+        return [["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32", "not measured", None]]
+    rows = []
+    shape = next(iter(student["latency"]))
+    best, ort = _best_kd_path(student, shape), _serving_paths(student, shape).get("ort-fp32")
+    if best and ort:
+        rows.append(["student batch-1 p50 vs ONNX Runtime fp32", "≤ ORT fp32 at ≤ 0.5 points",
+                     f"`{best[0]}` {_ms(best[1])} ms vs {_ms(ort['p50_ms'])} ms", verdict(best[1] <= ort["p50_ms"])])
+    beside = serving.get("beside_worker")
+    if best and beside:
+        ratios = [t["student"][best[0]]["p50_ms"] / student["latency"]["1x50"]["variants"][best[0]]["p50_ms"]
+                  for t in beside["threads"].values() if best[0] in t.get("student", {})
+                  and "1x50" in student["latency"]]
+        if ratios:
+            rows.append(["same path beside a training worker", "p50 within 2x of idle", f"{min(ratios):.2f}x",
+                         verdict(min(ratios) <= BESIDE_WORKER_TARGET)])
+    return rows
+
+
+def _default_peak_rows(results: dict[str, dict | None]) -> list[list[Any]]:
+    """The defaults' peak RSS per kind of CPU (its default precision differs), from the newest result that ran
+    them there (the defaults changed over time)."""
+    newest: dict[str, tuple[str, float, str]] = {}
+    memory = results.get("memory") or {}
+    if (memory.get("distill") or {}).get("peak_rss_mb"):
+        newest[cpu_kind(memory["machine"])] = ("", memory["distill"]["peak_rss_mb"], "memory.json")
+    for name, source in DEFAULT_PEAK_SOURCES:
         result = results.get(name) or {}
         peaks = [r.get("peak_rss_mb") for r in (result.get("runs") or {}).get("kd_studio", []) if r.get("peak_rss_mb")]
-        if peaks:
-            candidates.append((result["machine"]["date"], max(peaks), source))
-    _, peak, source = max(candidates, key=lambda c: c[0])
-    ab_runs = (results.get("allocator_ab") or {}).get("runs") or {}
-    levers = (results.get("memory_levers") or {}).get("runs") or {}
-    low = [r["peak_rss_mb"] for r in ab_runs.get("kd_studio_low_memory", [])]
-    rows.append(["peak RSS of a distillation run (offline pair)", "≤ 1.5 GB",
-                 f"{peak:,.0f} MB ({source})" if peak else "not measured",
-                 verdict(peak <= RSS_TARGET_MB) if peak else None])
+        kind = cpu_kind(result["machine"]) if peaks else ""
+        if peaks and result["machine"]["date"] > newest.get(kind, ("",))[0]:
+            newest[kind] = (result["machine"]["date"], max(peaks), source)
+    if not newest:
+        return [["peak RSS of a distillation run (offline pair)", "≤ 1.5 GB", "not measured", None]]
+    return [[f"peak RSS of a distillation run (offline pair), {kind}", "≤ 1.5 GB", f"{peak:,.0f} MB ({source})",
+             verdict(peak <= RSS_TARGET_MB)] for kind, (_, peak, source) in sorted(newest.items())]
+
+
+def section_targets(results: dict[str, dict | None]) -> str:
+    """Issue 11's 'done means' list, each with its measured figure (per kind of CPU where that changes it)."""
+    peers = results.get("peers_train")
+    rows = _training_targets(peers) if peers else [["training vs Trainer recipe / seed loop", "≥ 4x / ≥ 5x",
+                                                    "not measured", None]]
+    quiet_rows = []  # the targets ask for a quiet machine: a peer measured there replaces the busy run's row
+    for name in QUIET_PEERS:
+        quiet = results.get(name)
+        if quiet:
+            where = f", quiet machine, {cpu_kind(quiet['machine'])}"
+            quiet_rows += [[r[0] + where, *r[1:]] for r in _training_targets(quiet) if r[2] != "not measured"]
+    replaced = {r[0].split(", quiet machine")[0] for r in quiet_rows}
+    rows = quiet_rows + [r for r in rows if r[0] not in replaced]
+    rows += _serving_targets(results.get("serving_peers"))
+    rows += _default_peak_rows(results) + _opt_in_peak_rows(results)
+    quick = results.get("quickstart") or {}
+    wall = quick.get("wall_s")
+    where = f", {cpu_kind(quick['machine'])}" if wall else ""
+    rows.append([f"Offline quick start wall time{where}", "< 5 min",
+                 f"{wall / 60:.1f} min" if wall else "not measured",
+                 verdict(wall < QUICKSTART_TARGET_S) if wall else None])
+    return "## Issue 11 targets\n\n" + table(["target", "goal", "measured", "verdict"], rows) + "\n"
+
+
+def _opt_in_peak_rows(results: dict[str, dict | None]) -> list[list[Any]]:
+    """Peak RSS of the opt-in memory levers (AVX2-only CPU, fp32: where they were measured)."""
+    rows = []
     padded = ((results.get("defaults_ab") or {}).get("runs") or {}).get("kd_studio_pad16")
     if padded:
-        rows.append(["peak RSS with `--pad-to-multiple-of 16` (opt-in)", "≤ 1.5 GB",
+        rows.append(["peak RSS with `--pad-to-multiple-of 16` (AVX2-only CPU, fp32: opt-in; under bf16 the default)",
+                     "≤ 1.5 GB",
                      f"{max(r['peak_rss_mb'] for r in padded):,.0f} MB, training "
                      f"×{training_time_ratio(results['defaults_ab']['runs'], 'kd_studio_pad16'):.2f} (section 4e)",
                      verdict(max(r["peak_rss_mb"] for r in padded) <= RSS_TARGET_MB)])
+    levers = (results.get("memory_levers") or {}).get("runs") or {}
     if levers.get("kd_studio_lean"):
         lean = max(r["peak_rss_mb"] for r in levers["kd_studio_lean"])
         rows.append(["peak RSS with `KD_MALLOC_TRIM_EVERY=10`, `--freeze-embeddings --attention-dropout 0` (opt-in)",
-                     "≤ 1.5 GB",
-                     f"{lean:,.0f} MB (section 4c)", verdict(lean <= RSS_TARGET_MB)])
+                     "≤ 1.5 GB", f"{lean:,.0f} MB (section 4c)", verdict(lean <= RSS_TARGET_MB)])
+    tcmalloc = ((results.get("tcmalloc_ab") or {}).get("runs") or {}).get("kd_studio_tcmalloc")
+    if tcmalloc:
+        peak = max(r["peak_rss_mb"] for r in tcmalloc)
+        where = cpu_kind(results["tcmalloc_ab"]["machine"])
+        rows.append([f"peak RSS with tcmalloc preloaded (the Docker image), {where}",
+                     "≤ 1.5 GB", f"{peak:,.0f} MB, training "
+                     f"×{training_time_ratio(results['tcmalloc_ab']['runs'], 'kd_studio_tcmalloc'):.2f} (section 4g)",
+                     verdict(peak <= RSS_TARGET_MB)])
+    ab_runs = (results.get("allocator_ab") or {}).get("runs") or {}
+    low = [r["peak_rss_mb"] for r in ab_runs.get("kd_studio_low_memory", [])]
     if low:
-        slower = _allocator_slowdown(ab_runs)
         rows.append(["peak RSS with `KD_MALLOC_MMAP_THRESHOLD=1048576` (opt-in)", "≤ 1.5 GB",
-                     f"{max(low):,.0f} MB, training ×{slower:.2f} slower (section 4b)",
+                     f"{max(low):,.0f} MB, training ×{_allocator_slowdown(ab_runs):.2f} slower (section 4b)",
                      verdict(max(low) <= RSS_TARGET_MB)])
-    quick = results.get("quickstart") or {}
-    wall = quick.get("wall_s")
-    rows.append(["Offline quick start wall time", "< 5 min", f"{wall / 60:.1f} min" if wall else "not measured",
-                 verdict(wall < QUICKSTART_TARGET_S) if wall else None])
-    return "## Issue 11 targets\n\n" + table(["target", "goal", "measured", "verdict"], rows) + "\n"
+    return rows
 
 
 ALLOCATOR_NAMES = {"kd_studio_low_memory": "mmap threshold fixed at 1 MiB (`KD_MALLOC_MMAP_THRESHOLD=1048576`)",

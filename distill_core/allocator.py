@@ -19,8 +19,8 @@ The threshold starts at 128 KiB but is *dynamic*: each freed mmapped block raise
 32 MiB). After a few steps of training every activation tensor (1-30 MB here) is a heap block, and the heap
 grows to the sum of the largest shapes seen at different times (length-grouped batches change shape every step;
 validation batches are 4x larger), so the resident set ends far above what is alive at any moment. Padding batch
-lengths to a multiple of 16 tokens (config ``pad_to_multiple_of``, opt-in) makes shapes repeat, so freed blocks
-fit the next step's tensors.
+lengths to a multiple of 16 tokens (config ``pad_to_multiple_of``; automatic under bf16) makes shapes repeat, so
+freed blocks fit the next step's tensors.
 
 Fixing the threshold (``KD_MALLOC_MMAP_THRESHOLD=1048576``: 1 MiB) keeps every activation-sized block in its own
 mapping, returned on ``free``. Measured on the offline pair (BENCHMARKS.md sections 4 and 4b): peak RSS of a
@@ -36,6 +36,7 @@ import ctypes.util
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -47,7 +48,7 @@ DEFAULT_TRIM_EVERY_STEPS = 0  # off: x1.10 slower training measured for 10% less
 LOW_MEMORY_TRIM_EVERY_STEPS = 10  # the value measured in BENCHMARKS.md section 4c
 LOW_MEMORY_THRESHOLD_BYTES = 1 << 20  # the value measured in BENCHMARKS.md
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-_applied: dict[str, Any] = {"malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet",
+_applied: dict[str, Any] = {"malloc": None, "malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet",
                             "malloc_trim_every_steps": None, "malloc_trim_after_eval": None}
 
 
@@ -148,9 +149,27 @@ def return_freed_memory_to_os() -> dict[str, Any]:
         why = "blocks of this size or more are mmapped and given back on free"
     glibc = _glibc() is not None
     trim_every = trim_every_from_env() if glibc else 0
-    _applied.update(malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why,
+    _applied.update(malloc=malloc_library(), malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why,
                     malloc_trim_every_steps=trim_every, malloc_trim_after_eval=glibc and trim_after_eval_from_env())
     return dict(_applied)
+
+
+PRELOADED_MALLOCS = ("tcmalloc", "jemalloc", "mimalloc")  # replace glibc's malloc when LD_PRELOADed
+
+
+def malloc_library(maps_text: str | None = None) -> str:
+    """Which malloc serves this process: a preloaded one (LD_PRELOAD=libtcmalloc_minimal.so.4, what the Docker
+    image does; BENCHMARKS.md 4g) found in /proc/self/maps, else "glibc" or "the C library's". With a preloaded
+    malloc the glibc settings above change nothing (its heap holds no tensors), which the record then says."""
+    if maps_text is None:
+        try:
+            maps_text = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            maps_text = ""
+    for name in PRELOADED_MALLOCS:
+        if f"lib{name}" in maps_text:
+            return name
+    return "glibc" if _glibc() is not None else "the C library's"
 
 
 def applied() -> dict[str, Any]:

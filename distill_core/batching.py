@@ -95,13 +95,35 @@ def padded_length(longest: int, multiple: int, cap: int | None = None) -> int:
     return max(longest, min(rounded, cap)) if cap else rounded
 
 
+AUTO_PADDING_MULTIPLE = 16  # what "auto" pads to under bf16/fp16 autocast (config.pad_to_multiple_of)
+
+
+def auto_padding_multiple(precision: str) -> int:
+    """The multiple "auto" pads to for a run that trains in ``precision`` (Accelerate's names: no, bf16, fp16).
+
+    Under bf16 the rounding was free in time (x0.99-1.03) and saved 300-470 MB of peak RSS (BENCHMARKS.md 4f, 4g);
+    in fp32 it cost x1.14 time for 150-190 MB (4e), so fp32 pads to the longest row."""
+    return AUTO_PADDING_MULTIPLE if precision in ("bf16", "fp16") else 1
+
+
+def padding_for_run(config: TrainConfig) -> tuple[int, str]:
+    """The multiple every batch of a run is padded to, and why (recorded in the run's provenance)."""
+    if config.pad_to_multiple_of is not None:
+        return config.pad_to_multiple_of, "asked for"
+    from . import hardware
+
+    precision = hardware.training_precision(config.mixed_precision).resolved
+    multiple = auto_padding_multiple(precision)
+    return multiple, f"auto: the run trains in {'fp32' if precision == 'no' else precision}"
+
+
 class Collator:
     """Pads each batch to its longest row (rounded up to ``pad_to_multiple_of`` tokens, capped at ``max_length``)
     and carries `labels`, `example_id` and cached teacher logits.
 
     Why round: with every batch a different length, each step's activations have new shapes, and glibc's heap
     cannot reuse the blocks the last step freed, so the resident set grows over an epoch. With lengths in steps of
-    16 the shapes repeat (BENCHMARKS.md section 4e: -150 to -190 MB peak, x1.14 training time, so it is opt-in).
+    16 the shapes repeat (see auto_padding_multiple for what it costs and saves per precision).
     The extra tokens are masked: outputs change only by float rounding.
     """
 
@@ -113,7 +135,7 @@ class Collator:
     @classmethod
     def for_run(cls, tokenizer, config: TrainConfig) -> Collator:
         """The collator of a run's training, teacher and evaluation passes: its padding multiple and max length."""
-        return cls(tokenizer, config.pad_to_multiple_of, config.data.max_length)
+        return cls(tokenizer, padding_for_run(config)[0], config.data.max_length)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch

@@ -38,7 +38,8 @@ FIELD_OF_DEST = {flag[2:].replace("-", "_"): name
                  for flag, name in {**DATA_FLAGS, **TRAIN_FLAGS, **KD_FLAGS, **MODEL_FLAGS}.items()}
 DATA_FIELDS = frozenset(DATA_FLAGS.values())
 # Optional counts the dashboard and the CLI take as 0 = unset (None in the config, where 0 is refused).
-ZERO_IS_UNSET = frozenset({"train_samples", "eval_samples", "patience", "max_steps", "transfer_samples"})
+ZERO_IS_UNSET = frozenset({"train_samples", "eval_samples", "patience", "max_steps", "transfer_samples",
+                           "pad_to_multiple_of"})
 CHOICES = {"optimizer": OPTIMIZERS, "kd_loss": KD_LOSS_NAMES, "mixed_precision": MIXED_PRECISIONS}
 # Settings a fine-tune leaves at the model's own (None) unless its command line sets them.
 MODELS_OWN_IN_A_FINETUNE = ("dropout", "attention_dropout")

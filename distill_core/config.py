@@ -151,12 +151,14 @@ class TrainConfig:
     # 128 lowers the run's peak memory (BENCHMARKS.md section 4e).
     eval_batch_size: int = _setting(
         64, "Batch size for validation, test and teacher logits (inference only).", (1, 4096))
-    # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting:
-    # peak RSS -150 to -190 MB, but the extra tokens cost x1.14 training time (BENCHMARKS.md section 4e), so the
-    # default pads to the longest row and 16 is the setting where memory is the limit.
-    pad_to_multiple_of: int = _setting(
-        1, "Pad each batch to a multiple of this many tokens (1 = to its longest row). 16 makes shapes repeat, so "
-           "the process holds less memory, at the price of computing the extra (masked) tokens.", (1, 512))
+    # Batch lengths in steps of 16 tokens let glibc's heap reuse the blocks each step frees instead of fragmenting
+    # (shapes repeat). Under bf16 autocast that is free: peak RSS 1,840-1,876 -> 1,381-1,557 MB, time x0.99-1.03
+    # (BENCHMARKS.md 4f, 4g: an AVX512-BF16 CPU); in fp32 the extra tokens cost x1.14 time for -150 to -190 MB
+    # (4e). So "auto" (None; 0 on the CLI and the form) pads to 16 where the run trains in bf16/fp16 and to the
+    # longest row elsewhere (batching.padding_for_run); a number is used as given.
+    pad_to_multiple_of: int | None = _setting(
+        None, "Pad each batch to a multiple of this many tokens (1 = to its longest row; 0 or empty = auto: 16 when "
+              "the run trains in bf16, where the repeated shapes save memory at no cost in time, else 1).", (1, 512))
     log_every_steps: int = _setting(
         10, "A step point (loss, throughput) is written every this many steps.", (1, 100_000))
     max_steps: int | None = _setting(

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoints, hardware, loop, progress, run_evaluation, runs, teacher_cache
-from .batching import Collator, LengthGroupedBatchSampler, TrainRows, tokenize_rows, tokenize_splits
+from .batching import Collator, LengthGroupedBatchSampler, TrainRows, padding_for_run, tokenize_rows, tokenize_splits
 from .config import TrainConfig, config_to_dict
 from .data import LoadedData, load_data
 from .errors import UserError
@@ -147,8 +147,13 @@ def run_record(prepared: Prepared) -> dict[str, Any]:
                             "label_names": prepared.data.label_names,
                             "split_sizes": {k: len(v) for k, v in prepared.data.splits.items()},
                             **hardware.training_precision(prepared.config.mixed_precision).as_record(),
-                            **prepared.notes}
+                            **_padding_record(prepared.config), **prepared.notes}
     return record
+
+
+def _padding_record(config: TrainConfig) -> dict[str, Any]:
+    multiple, reason = padding_for_run(config)
+    return {"pad_to_multiple_of": multiple, "pad_to_multiple_of_reason": reason}
 
 
 def make_accelerator(mixed_precision: str = "auto"):

@@ -1,6 +1,7 @@
 """distill_core.allocator: glibc's mmap threshold fixed on request, so freed activations leave the process."""
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import subprocess
@@ -41,7 +42,7 @@ print(json.dumps({"applied": applied, "mapped": mapped}))
 def _child(env_value: str | None, code: str = CHILD, variable: str = allocator.ENV_VAR) -> dict:
     """``code``'s JSON line, run in a fresh process with ``variable`` set to ``env_value`` (None: unset) and the
     other allocator variables unset."""
-    ours = (allocator.ENV_VAR, allocator.TRIM_ENV_VAR, allocator.TRIM_AFTER_EVAL_ENV_VAR)
+    ours = (allocator.ENV_VAR, allocator.TRIM_ENV_VAR, allocator.TRIM_AFTER_EVAL_ENV_VAR, "LD_PRELOAD")
     env = {k: v for k, v in os.environ.items() if k not in ours}
     if env_value is not None:
         env[variable] = env_value
@@ -156,3 +157,21 @@ def test_the_loop_trims_every_n_steps_and_never_when_off(monkeypatch):
     finally:
         monkeypatch.delenv(allocator.TRIM_ENV_VAR)
         allocator.return_freed_memory_to_os()
+
+
+TCMALLOC = ctypes.util.find_library("tcmalloc_minimal")
+
+
+def test_the_malloc_in_use_is_named_from_the_process_maps():
+    maps = "7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4.5.10\n"
+    assert allocator.malloc_library(maps) == "tcmalloc"
+    assert allocator.malloc_library("7f00-7f01 r-xp 0 08:01 1 /usr/lib/libjemalloc.so.2\n") == "jemalloc"
+    assert allocator.malloc_library("") == ("glibc" if GLIBC else "the C library's")
+
+
+@pytest.mark.skipif(not TCMALLOC, reason="gperftools' tcmalloc is not installed (apt: libtcmalloc-minimal4)")
+def test_a_preloaded_tcmalloc_is_recorded_as_the_runs_malloc():
+    code = "import json; from distill_core import allocator; print(json.dumps(allocator.return_freed_memory_to_os()))"
+    preloaded = _child(TCMALLOC, code, variable="LD_PRELOAD")
+    assert preloaded["malloc"] == "tcmalloc"
+    assert _child(None, code, variable="LD_PRELOAD")["malloc"] == ("glibc" if GLIBC else "the C library's")

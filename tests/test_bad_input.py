@@ -153,8 +153,8 @@ BAD: dict[str, tuple[Callable[[Case], list[str]], str]] = {
     "alpha-above-one": (lambda c: c.distill(c.data_dir, "--alpha", "1.5"), r"alpha=1\.5 must be within \[0, 1\]"),
     "attention-dropout-one": (lambda c: c.distill(c.data_dir, "--attention-dropout", "1"),
                               r"attention_dropout=1\.0 must be between 0 and 0\.9"),
-    "pad-multiple-zero": (lambda c: c.distill(c.data_dir, "--pad-to-multiple-of", "0"),
-                          r"pad_to_multiple_of=0 must be between 1 and 512"),
+    "pad-multiple-negative": (lambda c: c.distill(c.data_dir, "--pad-to-multiple-of", "-1"),
+                              r"pad_to_multiple_of=-1 must be between 1 and 512"),
     "frozen-embeddings-of-a-fresh-student": (
         lambda c: [*c.distill(c.data_dir), "--student", "config:L1-H64", "--freeze-embeddings"],
         r"--freeze-embeddings would keep the random embeddings of config:L1-H64 .*drop the flag, or use truncate:N"),

@@ -191,11 +191,12 @@ def test_without_a_preset_the_config_defaults_apply():
     config = config_of("distill", "--data", "d", "--teacher", "t", "--student", "s", "--out", "runs/x")
     assert config == TrainConfig(mode="distill", data=DataConfig(source="d"), student="s", teacher="t")
     finetune = config_of("finetune", "--data", "d", "--model", "m", "--out", "runs/x", "--train-samples", "0",
-                         "--max-steps", "0", "--patience", "0", "--no-teacher-cache")
+                         "--max-steps", "0", "--patience", "0", "--no-teacher-cache", "--pad-to-multiple-of", "0")
     # 0 means "unset" on the command line, as in the dashboard; a fine-tune keeps the model's own dropout.
     assert (finetune.data.train_samples, finetune.max_steps, finetune.patience) == (None, None, None)
     assert (finetune.dropout, finetune.teacher_cache, finetune.extra) == (None, False, {})
     assert finetune.attention_dropout is None
+    assert finetune.pad_to_multiple_of is None  # 0: auto (16 when training in bf16, else 1)
     assert config_of("distill", "--data", "d", "--teacher", "t", "--student", "s", "--out", "runs/x",
                      "--attention-dropout", "0").attention_dropout == 0.0
 

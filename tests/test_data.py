@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 from conftest import LABEL_NAMES, make_rows, write_csv
 
-from distill_core.batching import Collator, LengthGroupedBatchSampler, padded_length, tokenize_splits
-from distill_core.config import DataConfig
+from distill_core.batching import (
+    Collator,
+    LengthGroupedBatchSampler,
+    auto_padding_multiple,
+    padded_length,
+    padding_for_run,
+    tokenize_splits,
+)
+from distill_core.config import DataConfig, TrainConfig
 from distill_core.data import example_ids, load_data
 from distill_core.errors import UserError
 
@@ -296,6 +303,22 @@ def test_collator_pads_to_a_multiple_and_masks_the_extra_tokens(tiny_data_dir, t
     assert batch["input_ids"].shape[1] == longest + 3
     assert batch["attention_mask"].sum(1).tolist() == [len(row["input_ids"]) for row in rows]
     assert (batch["input_ids"][:, longest:] == tokenizer.pad_token_id).all()
+
+
+@pytest.mark.parametrize("precision, multiple", [("bf16", 16), ("fp16", 16), ("no", 1)])
+def test_auto_padding_rounds_to_16_only_under_mixed_precision(precision, multiple):
+    assert auto_padding_multiple(precision) == multiple
+
+
+def test_a_runs_padding_is_auto_unless_asked_and_says_why():
+    def run(**settings):
+        return TrainConfig(mode="finetune", student="m", data=DataConfig(source="d"), **settings)
+
+    assert padding_for_run(run(pad_to_multiple_of=8, mixed_precision="bf16")) == (8, "asked for")
+    assert padding_for_run(run(mixed_precision="no")) == (1, "auto: the run trains in fp32")
+    # bf16 asked for resolves to bf16 on any CPU (slow where emulated), so auto pads to 16 whatever this machine is
+    assert padding_for_run(run(mixed_precision="bf16")) == (16, "auto: the run trains in bf16")
+    assert run().pad_to_multiple_of is None  # the default is auto
 
 
 def test_tokenisation_cache_is_keyed_by_max_length(tiny_data_dir, tokenizer):
