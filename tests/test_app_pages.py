@@ -109,6 +109,12 @@ def test_offline_train_page_defaults_to_the_offline_quick_start(app_env):
     assert any("Estimated time" in i.value for i in at.info)
 
 
+def test_the_padding_field_starts_at_auto_and_says_what_auto_does(app_env):
+    field = open_page("app_pages/train.py").number_input(key="t_pad_multiple")
+    assert field.value == 0 and field.min == 0  # 0 = auto (None in the config): 16 under bf16, else 1
+    assert "auto: 16 when the run trains in bf16" in field.help
+
+
 def test_selecting_the_seed_recipe_offline_warns_that_it_needs_the_hub(app_env):
     at = open_page("app_pages/train.py")
     at.selectbox(key="t_preset").set_value("Seed recipe").run()
