@@ -46,7 +46,8 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
             "valid_accuracy_by_epoch": [r["valid_accuracy"] for r in epochs],
             "test_accuracy": student.get("accuracy"), "epoch_seconds": [r.get("seconds") for r in epochs],
             "run_wall_s": status.get("wall_s"), "train_samples_per_s": status.get("train_samples_per_s"),
-            "recorded_precision": recorded.get("mixed_precision")}
+            "recorded_precision": recorded.get("mixed_precision"),
+            "recorded_padding": recorded.get("pad_to_multiple_of")}
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

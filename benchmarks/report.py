@@ -19,7 +19,7 @@ from report_memory import (
     section_step_memory,
     section_tcmalloc,
 )
-from report_precision import section_precision_step
+from report_precision import section_bf16_accuracy, section_precision_step
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -425,6 +425,7 @@ def build(results: dict[str, dict | None]) -> str:
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
         section_precision_step(results["precision_step"]),
+        section_bf16_accuracy(results["bf16_accuracy"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
     return "\n".join(parts)
@@ -433,7 +434,7 @@ def build(results: dict[str, dict | None]) -> str:
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
-         "bf16_padding_ab", "tcmalloc_ab", "precision_step")
+         "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy")
 
 
 def section_compile(result: dict | None) -> str:

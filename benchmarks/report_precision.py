@@ -2,6 +2,7 @@
 time (results/precision_step.json from benchmarks/precision_step.py)."""
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from report_format import f, provenance, table
@@ -33,4 +34,38 @@ def section_precision_step(result: dict[str, Any] | None) -> str:
         "End to end the gain is smaller (section 7c): tokenising, data loading, the optimiser's fp32 update and the "
         "casts around every autocast op are not faster in bf16, and a 2-core machine's load moves single runs by "
         "about 10%.\n",
+        provenance(result) + "\n"])
+
+
+def section_bf16_accuracy(result: dict[str, Any] | None) -> str:
+    """Issue 11: what bf16 autocast (the default on a bf16 CPU) costs in accuracy against fp32, seed by seed."""
+    title = "### 10c. bf16 autocast against fp32: accuracy over seeds\n"
+    if not result or not result.get("runs"):
+        return title + "\n_Not measured yet: `python benchmarks/bf16_accuracy.py --teacher TEACHER/model`._\n"
+    st = result["settings"]
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in result["runs"]:
+        if run.get("returncode") == 0:
+            by_seed.setdefault(run["seed"], {})[run["precision"]] = run
+    body = []
+    for seed, pair in sorted(by_seed.items()):
+        fp32, bf16 = pair.get("no"), pair.get("bf16")
+        cells = [f"{100 * r['test_accuracy']:.2f} ({100 * r['valid_accuracy']:.2f})" if r else None
+                 for r in (fp32, bf16)]
+        diff = f"{100 * (bf16['test_accuracy'] - fp32['test_accuracy']):+.2f}" if fp32 and bf16 else None
+        ratio = f"×{bf16['wall_s'] / fp32['wall_s']:.2f}" if fp32 and bf16 else None
+        body.append([seed, *cells, diff, ratio])
+    summary = result.get("summary", {})
+    diffs = (summary.get("bf16_minus_fp32_points") or {}).get("test_accuracy", [])
+    mean = f"{statistics.fmean(diffs):+.2f}" if diffs else "—"
+    spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+    return "\n".join([title, (
+        f"`distill` of `{st['student']}` from the teacher, {st['train_samples']:,} train rows, {st['eval_samples']:,} "
+        f"validation and test rows, {st['epochs']} epochs, batch {st['batch_size']}, lr {st['lr']:g}, T "
+        f"{st['temperature']:g}, alpha {st['alpha']:g}, once per seed with `--mixed-precision no` and `bf16` (order "
+        "alternated per seed; one shared teacher-logit cache, so both learn from the same targets). Padding is each "
+        "run's default (auto: 16 under bf16, the longest row in fp32): what a user gets with either precision.\n"),
+        table(["seed", "fp32 test % (valid %)", "bf16 test % (valid %)", "bf16 - fp32 test (points)",
+               "bf16 wall time vs fp32"], body) + "\n",
+        f"Paired over {len(diffs)} seed(s): bf16 - fp32 = {mean}{spread} points of test accuracy.\n",
         provenance(result) + "\n"])
