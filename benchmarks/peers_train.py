@@ -115,9 +115,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def native_bf16() -> bool:
-    from distill_core.hardware import machine_info
+    from distill_core.hardware import Hardware, read_cpu_flags
 
-    return bool({"amx_bf16", "avx512_bf16"} & set(machine_info()["cpu_flags"]))
+    return bool(Hardware("cpu", cpu_flags=read_cpu_flags()).native_cpu_bf16)
 
 
 def _env(args: argparse.Namespace, cache: Path) -> dict[str, str]:

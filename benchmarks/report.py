@@ -413,13 +413,12 @@ def build(results: dict[str, dict | None]) -> str:
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
-        report_peers.section_peers_train(results["peers_train_quiet"]).replace(
-            "## 7. Training against the peers: HF Trainer KD recipe and the seed loop",
-            "## 7b. Training against the HF Trainer KD recipe, quiet machine", 1)
+        report_peers.section_peers_train(
+            results["peers_train_quiet"], "## 7b. Training against the HF Trainer KD recipe, quiet machine")
         if results["peers_train_quiet"] else "",
-        report_peers.section_peers_train(results["peers_train_avx512"]).replace(
-            "## 7. Training against the peers: HF Trainer KD recipe and the seed loop",
-            "## 7c. Training against the peers on a CPU with native bf16 (AVX512-BF16), quiet machine", 1)
+        report_peers.section_peers_train(
+            results["peers_train_avx512"],
+            "## 7c. Training against the peers on a CPU with native bf16 (AVX512-BF16), quiet machine")
         if results["peers_train_avx512"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),

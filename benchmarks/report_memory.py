@@ -209,9 +209,8 @@ def section_step_memory(steps: dict[str, Any] | None) -> str:
 
 
 SECTION_7_WORK = ("Section 7's work (`truncate:3` from the MiniLM teacher, 2,000 train / 2,000 validation and test "
-                  "rows, "
-                  "2 epochs, batch 32, 2 threads, fresh teacher-logit cache each run), variants interleaved over 2 "
-                  "rounds, round r with seed 42 + r - 1. Peak RSS is `os.wait4`'s ru_maxrss.")
+                  "rows, 2 epochs, batch 32, 2 threads, fresh teacher-logit cache each run), variants interleaved over "
+                  "2 rounds, round r with seed 42 + r - 1. Peak RSS is `os.wait4`'s ru_maxrss.")
 PADDING_NAMES = {"kd_studio": "bf16 (auto), batches padded to a multiple of 16 (auto under bf16: today's default)",
                  "kd_studio_pad1": "bf16 (auto), each batch to its longest row (`--pad-to-multiple-of 1`)",
                  "kd_studio_fp32": "fp32 (`--mixed-precision no`; auto padding is then 1)"}

@@ -51,8 +51,9 @@ def _training_targets(peers: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def section_peers_train(peers: dict[str, Any] | None) -> str:
-    out = ["## 7. Training against the peers: HF Trainer KD recipe and the seed loop\n"]
+def section_peers_train(peers: dict[str, Any] | None,
+                        title: str = "## 7. Training against the peers: HF Trainer KD recipe and the seed loop") -> str:
+    out = [title + "\n"]
     if not peers:
         return out[0] + "\n_Not measured yet: `python benchmarks/peers_train.py`._\n"
     st = peers["settings"]
@@ -238,9 +239,11 @@ DEFAULT_PEAK_SOURCES = (("peers_train", "KD Studio's process in section 7"),
 
 
 def cpu_kind(machine: dict[str, Any]) -> str:
-    """What decides a machine's fastest training precision, in a reader's words."""
-    flags = set(machine.get("cpu_flags") or [])
-    native = sorted(flags & {"amx_bf16", "avx512_bf16"})
+    """What decides a machine's default training precision, in a reader's words: distill_core's own rule
+    (hardware.resolve_precision) applied to the CPU flags the result recorded."""
+    from distill_core.hardware import Hardware
+
+    native = Hardware("cpu", cpu_flags=frozenset(machine.get("cpu_flags") or [])).native_cpu_bf16
     return f"CPU with {' and '.join(f.upper().replace('_', '-') for f in native)} (bf16 default)" if native \
         else "AVX2-only CPU (fp32 default)"
 
@@ -276,8 +279,10 @@ def _default_peak_rows(results: dict[str, dict | None]) -> list[list[Any]]:
     for name, source in DEFAULT_PEAK_SOURCES:
         result = results.get(name) or {}
         peaks = [r.get("peak_rss_mb") for r in (result.get("runs") or {}).get("kd_studio", []) if r.get("peak_rss_mb")]
-        kind = cpu_kind(result["machine"]) if peaks else ""
-        if peaks and result["machine"]["date"] > newest.get(kind, ("",))[0]:
+        if not peaks:
+            continue
+        kind = cpu_kind(result["machine"])
+        if result["machine"]["date"] > newest.get(kind, ("",))[0]:
             newest[kind] = (result["machine"]["date"], max(peaks), source)
     if not newest:
         return [["peak RSS of a distillation run (offline pair)", "≤ 1.5 GB", "not measured", None]]

@@ -160,7 +160,8 @@ PRELOADED_MALLOCS = ("tcmalloc", "jemalloc", "mimalloc")  # replace glibc's mall
 def malloc_library(maps_text: str | None = None) -> str:
     """Which malloc serves this process: a preloaded one (LD_PRELOAD=libtcmalloc_minimal.so.4, what the Docker
     image does; BENCHMARKS.md 4g) found in /proc/self/maps, else "glibc" or "the C library's". With a preloaded
-    malloc the glibc settings above change nothing (its heap holds no tensors), which the record then says."""
+    malloc the glibc settings above change nothing (glibc's heap then holds no tensors): a record's trim and
+    threshold entries are read together with this one."""
     if maps_text is None:
         try:
             maps_text = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
