@@ -12,7 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from distill_core import cli, train
+from distill_core.malloc_choice import reexec_with_chosen_malloc
+
+# The malloc `python -m distill_core distill` runs on (tcmalloc where installed: distill_core/malloc_choice.py);
+# the re-executed process starts this script again, inside the parent's clock.
+reexec_with_chosen_malloc(sys.argv[2:])
+
+from distill_core import cli, train  # noqa: E402
 
 T0 = time.perf_counter()
 marks: list[dict] = []

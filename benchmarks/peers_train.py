@@ -40,7 +40,7 @@ from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, run_child, writ
 VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_memory", "kd_studio_trim",
             "kd_studio_frozen_embeddings", "kd_studio_no_attention_dropout", "kd_studio_lean",
             "kd_studio_before_2026_12_03", "kd_studio_pad16", "kd_studio_fp32", "kd_studio_pad1",
-            "kd_studio_tcmalloc")
+            "kd_studio_tcmalloc", "kd_studio_glibc", "trainer_bf16_tcmalloc", "trainer_fp32_tcmalloc")
 # KD Studio with opt-in memory levers, for A/Bs against its defaults (distill_core/allocator.py, config.py):
 # kd_studio_low_memory: glibc's mmap threshold fixed at 1 MiB; kd_studio_trim: malloc_trim every 10 steps and
 # around evaluation passes; kd_studio_frozen_embeddings: --freeze-embeddings; kd_studio_no_attention_dropout:
@@ -50,11 +50,17 @@ VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_
 # kd_studio_pad16: today's defaults with batch lengths rounded up to 16 tokens (what the rounding costs and saves);
 # kd_studio_fp32: --mixed-precision no, on a CPU where the default (auto) picks bf16 autocast (what bf16 buys);
 # kd_studio_pad1: --pad-to-multiple-of 1 (each batch to its longest row, the default before auto padding);
-# kd_studio_tcmalloc: the defaults with gperftools' tcmalloc preloaded (LD_PRELOAD; apt libtcmalloc-minimal4).
+# kd_studio_tcmalloc: the defaults with gperftools' tcmalloc preloaded (LD_PRELOAD; apt libtcmalloc-minimal4),
+# which is the default since 2026-12-03 where tcmalloc is installed (distill_core/malloc_choice.py);
+# kd_studio_glibc: KD_MALLOC=system, glibc's malloc (the default before that); trainer_*_tcmalloc: the Trainer
+# recipe with the same preload, so the comparison also holds with the allocator taken out of it.
 VARIANT_ENV = {"kd_studio_low_memory": {"KD_MALLOC_MMAP_THRESHOLD": "1048576"},
                "kd_studio_trim": {"KD_MALLOC_TRIM_EVERY": "10"}, "kd_studio_lean": {"KD_MALLOC_TRIM_EVERY": "10"},
                "kd_studio_before_2026_12_03": {"KD_MALLOC_TRIM_AFTER_EVAL": "0"},
-               "kd_studio_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}}
+               "kd_studio_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+               "kd_studio_glibc": {"KD_MALLOC": "system"},
+               "trainer_bf16_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
+               "trainer_fp32_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}}
 VARIANT_FLAGS = {"kd_studio_frozen_embeddings": ["--freeze-embeddings"],
                  "kd_studio_no_attention_dropout": ["--attention-dropout", "0"],
                  "kd_studio_lean": ["--freeze-embeddings", "--attention-dropout", "0"],
@@ -177,7 +183,8 @@ def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dic
     }
 
 
-def run_trainer(args: argparse.Namespace, work: Path, tag: str, precision: str) -> dict[str, Any]:
+def run_trainer(args: argparse.Namespace, work: Path, tag: str, precision: str,
+                extra_env: dict[str, str]) -> dict[str, Any]:
     out = work / f"{tag}.json"
     argv = [sys.executable, str(REPO / "benchmarks" / "trainer_recipe.py"), "--teacher", args.teacher,
             "--student", args.student, "--data", args.data, "--train-samples", str(args.train_samples),
@@ -185,7 +192,7 @@ def run_trainer(args: argparse.Namespace, work: Path, tag: str, precision: str) 
             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-length", str(args.max_length),
             "--seed", str(args.seed), "--threads", str(args.threads), "--precision", precision,
             "--save-dir", str(work / f"{tag}-model"), "--out", str(out)]
-    child = _child(argv, _env(args, work / f"{tag}-cache"), work / f"{tag}.log", args.timeout_s)
+    child = _child(argv, {**_env(args, work / f"{tag}-cache"), **extra_env}, work / f"{tag}.log", args.timeout_s)
     recipe = json.loads(out.read_text(encoding="utf-8"))
     return {
         "wall_s": child["wall_s"], "to_saved_model_s": child["wall_s"],  # the process ends once the model is saved
@@ -265,7 +272,7 @@ def main() -> int:
                 if name.startswith("kd_studio"):
                     row = run_kd_studio(round_args, work, tag, VARIANT_ENV.get(name, {}), VARIANT_FLAGS.get(name, []))
                 elif name.startswith("trainer_"):
-                    row = run_trainer(round_args, work, tag, name.removeprefix("trainer_"))
+                    row = run_trainer(round_args, work, tag, name.split("_")[1], VARIANT_ENV.get(name, {}))
                 else:
                     row = run_seed(round_args, work, tag)
                 row.update(round=round_index, seed=seed, started_at=started)

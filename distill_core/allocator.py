@@ -28,6 +28,10 @@ mapping, returned on ``free``. Measured on the offline pair (BENCHMARKS.md secti
 and zeroed page by page on each step. Speed is what most users wait for, so by default the threshold stays glibc's
 (unset or 0); set the variable where memory is the limit. Small blocks (strings, Python objects) stay on the
 heap either way. On other C libraries and platforms nothing changes, and the run's status says so.
+
+Where tcmalloc is installed, training commands run on it instead (distill_core/malloc_choice.py: x0.89 the time
+at the same peak, BENCHMARKS.md 4g) and none of the glibc levers here applies; a run's status records which
+malloc served it, why, and that the glibc settings were not applied.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import malloc_choice
 from .errors import UserError
 
 ENV_VAR = "KD_MALLOC_MMAP_THRESHOLD"
@@ -48,7 +53,8 @@ DEFAULT_TRIM_EVERY_STEPS = 0  # off: x1.10 slower training measured for 10% less
 LOW_MEMORY_TRIM_EVERY_STEPS = 10  # the value measured in BENCHMARKS.md section 4c
 LOW_MEMORY_THRESHOLD_BYTES = 1 << 20  # the value measured in BENCHMARKS.md
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-_applied: dict[str, Any] = {"malloc": None, "malloc_mmap_threshold": None, "malloc_mmap_threshold_why": "not set yet",
+_applied: dict[str, Any] = {"malloc": None, "malloc_why": None, "malloc_mmap_threshold": None,
+                            "malloc_mmap_threshold_why": "not set yet",
                             "malloc_trim_every_steps": None, "malloc_trim_after_eval": None}
 
 
@@ -135,39 +141,46 @@ def trim_due(step: int) -> bool:
 
 def return_freed_memory_to_os() -> dict[str, Any]:
     """Fix malloc's mmap threshold for this process if asked, and set how often the loop trims the heap (see the
-    module docstring); the result, for the run.
+    module docstring); the result, for the run, with the malloc that serves the process and why.
 
-    Idempotent. Call it before the models load, so their weights and every later activation follow the rule."""
-    threshold = threshold_from_env()
-    if threshold == 0:
-        why = f"the C library's default (dynamic threshold; {ENV_VAR} unset or 0)"
-    elif (mallopt := _glibc_mallopt()) is None:
-        threshold, why = 0, "not glibc Linux: the C library's default"
-    elif mallopt(M_MMAP_THRESHOLD, min(threshold, 2**31 - 1)) != 1:
-        threshold, why = 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
-    else:
-        why = "blocks of this size or more are mmapped and given back on free"
-    glibc = _glibc() is not None
-    trim_every = trim_every_from_env() if glibc else 0
-    _applied.update(malloc=malloc_library(), malloc_mmap_threshold=threshold or None, malloc_mmap_threshold_why=why,
-                    malloc_trim_every_steps=trim_every, malloc_trim_after_eval=glibc and trim_after_eval_from_env())
+    Idempotent. Call it before the models load, so their weights and every later activation follow the rule.
+    Under a preloaded malloc (tcmalloc: distill_core.malloc_choice) glibc's heap holds no tensors, so the glibc
+    settings are recorded as not applied instead of as applied to nothing."""
+    malloc = malloc_library()
+    malloc_why = malloc_choice.record_reason(os.environ, malloc)  # a bad KD_MALLOC is refused here, by name
+    threshold, why = _apply_threshold(threshold_from_env(), malloc)
+    heap_is_glibc = malloc == "glibc"
+    trim_every = trim_every_from_env() if heap_is_glibc else 0
+    _applied.update(malloc=malloc, malloc_why=malloc_why, malloc_mmap_threshold=threshold or None,
+                    malloc_mmap_threshold_why=why, malloc_trim_every_steps=trim_every,
+                    malloc_trim_after_eval=heap_is_glibc and trim_after_eval_from_env())
     return dict(_applied)
 
 
-PRELOADED_MALLOCS = ("tcmalloc", "jemalloc", "mimalloc")  # replace glibc's malloc when LD_PRELOADed
+def _apply_threshold(threshold: int, malloc: str) -> tuple[int, str]:
+    """(threshold set, why) for a requested ``threshold`` in bytes (0 = leave the C library alone)."""
+    if threshold == 0:
+        return 0, f"the C library's default (dynamic threshold; {ENV_VAR} unset or 0)"
+    if malloc != "glibc":
+        return 0, f"not applied: {malloc} serves malloc, and {ENV_VAR} is a glibc setting"
+    if (mallopt := _glibc_mallopt()) is None:
+        return 0, "not glibc Linux: the C library's default"
+    if mallopt(M_MMAP_THRESHOLD, min(threshold, 2**31 - 1)) != 1:
+        return 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
+    return threshold, "blocks of this size or more are mmapped and given back on free"
+
+
 
 
 def malloc_library(maps_text: str | None = None) -> str:
-    """Which malloc serves this process: a preloaded one (LD_PRELOAD=libtcmalloc_minimal.so.4, what the Docker
-    image does; BENCHMARKS.md 4g) found in /proc/self/maps, else "glibc" or "the C library's". With a preloaded
-    malloc the glibc settings above change nothing (glibc's heap then holds no tensors): a record's trim and
-    threshold entries are read together with this one."""
+    """Which malloc serves this process: a preloaded one (tcmalloc: distill_core.malloc_choice; BENCHMARKS.md 4g)
+    found in /proc/self/maps, else "glibc" or "the C library's"."""
     if maps_text is None:
         try:
             maps_text = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
         except OSError:
             maps_text = ""
-    for name in PRELOADED_MALLOCS:
+    for name in malloc_choice.PRELOADABLE_MALLOCS:
         if f"lib{name}" in maps_text:
             return name
     return "glibc" if _glibc() is not None else "the C library's"

@@ -12,6 +12,7 @@ without owning such a CPU.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -110,8 +111,10 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+@functools.cache
 def detect() -> Hardware:
-    """The hardware this process trains on (CUDA if present, as Accelerate picks it)."""
+    """The hardware this process trains on (CUDA if present, as Accelerate picks it); asked once per process
+    (several parts of a run resolve ``auto`` settings from it, and it reads /proc/cpuinfo)."""
     import torch
 
     if torch.cuda.is_available():
