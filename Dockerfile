@@ -12,9 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/data/hf \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none
 
-# gperftools' tcmalloc serves every process of the Space (the dashboard and its training workers) instead of
-# glibc's malloc, whose heap fragments under activations of changing shapes: a distillation trained x0.90 the time
-# at the same peak memory (BENCHMARKS.md 4g). Each run records the malloc it had (status.json, allocator.malloc).
+# gperftools' tcmalloc serves every process of the Space instead of glibc's malloc, whose heap fragments under
+# activations of changing shapes: a distillation trained x0.89 the time at the same peak memory (BENCHMARKS.md 4g).
+# Training workers would choose it themselves once installed (distill_core/malloc_choice.py); LD_PRELOAD gives it
+# to the dashboard process too (the Playground's predictions). Each run records its malloc (status.json).
 RUN apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 \
     && rm -rf /var/lib/apt/lists/*
 ENV LD_PRELOAD=libtcmalloc_minimal.so.4

@@ -40,7 +40,8 @@ from _common import AG_NEWS, OFFLINE, REPO, header, offline_env, run_child, writ
 VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_memory", "kd_studio_trim",
             "kd_studio_frozen_embeddings", "kd_studio_no_attention_dropout", "kd_studio_lean",
             "kd_studio_before_2026_12_03", "kd_studio_pad16", "kd_studio_fp32", "kd_studio_pad1",
-            "kd_studio_tcmalloc", "kd_studio_glibc", "trainer_bf16_tcmalloc", "trainer_fp32_tcmalloc")
+            "kd_studio_tcmalloc", "kd_studio_glibc", "trainer_bf16_tcmalloc", "trainer_fp32_tcmalloc",
+            "kd_studio_fp32_glibc")
 # KD Studio with opt-in memory levers, for A/Bs against its defaults (distill_core/allocator.py, config.py):
 # kd_studio_low_memory: glibc's mmap threshold fixed at 1 MiB; kd_studio_trim: malloc_trim every 10 steps and
 # around evaluation passes; kd_studio_frozen_embeddings: --freeze-embeddings; kd_studio_no_attention_dropout:
@@ -53,12 +54,14 @@ VARIANTS = ("kd_studio", "trainer_fp32", "trainer_bf16", "seed", "kd_studio_low_
 # kd_studio_tcmalloc: the defaults with gperftools' tcmalloc preloaded (LD_PRELOAD; apt libtcmalloc-minimal4),
 # which is the default since 2026-12-03 where tcmalloc is installed (distill_core/malloc_choice.py);
 # kd_studio_glibc: KD_MALLOC=system, glibc's malloc (the default before that); trainer_*_tcmalloc: the Trainer
-# recipe with the same preload, so the comparison also holds with the allocator taken out of it.
+# recipe with the same preload, so the comparison also holds with the allocator taken out of it;
+# kd_studio_fp32_glibc: fp32 on glibc's malloc (what an AVX2-only CPU ran by default before that day, here on a
+# bf16 CPU: against kd_studio_fp32, what tcmalloc does to fp32 training's time and peak).
 VARIANT_ENV = {"kd_studio_low_memory": {"KD_MALLOC_MMAP_THRESHOLD": "1048576"},
                "kd_studio_trim": {"KD_MALLOC_TRIM_EVERY": "10"}, "kd_studio_lean": {"KD_MALLOC_TRIM_EVERY": "10"},
                "kd_studio_before_2026_12_03": {"KD_MALLOC_TRIM_AFTER_EVAL": "0"},
                "kd_studio_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
-               "kd_studio_glibc": {"KD_MALLOC": "system"},
+               "kd_studio_glibc": {"KD_MALLOC": "system"}, "kd_studio_fp32_glibc": {"KD_MALLOC": "system"},
                "trainer_bf16_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"},
                "trainer_fp32_tcmalloc": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}}
 VARIANT_FLAGS = {"kd_studio_frozen_embeddings": ["--freeze-embeddings"],
@@ -67,7 +70,8 @@ VARIANT_FLAGS = {"kd_studio_frozen_embeddings": ["--freeze-embeddings"],
                  "kd_studio_before_2026_12_03": ["--attention-dropout", "0.1", "--pad-to-multiple-of", "1",
                                                  "--eval-batch-size", "128"],
                  "kd_studio_pad16": ["--pad-to-multiple-of", "16"],
-                 "kd_studio_fp32": ["--mixed-precision", "no"], "kd_studio_pad1": ["--pad-to-multiple-of", "1"]}
+                 "kd_studio_fp32": ["--mixed-precision", "no"], "kd_studio_fp32_glibc": ["--mixed-precision", "no"],
+                 "kd_studio_pad1": ["--pad-to-multiple-of", "1"]}
 TEST_PHASE = "evaluating the best checkpoint on the test split"
 
 

@@ -18,8 +18,9 @@ from report_memory import (
     section_memory_levers,
     section_step_memory,
     section_tcmalloc,
+    section_tcmalloc_fp32,
 )
-from report_precision import section_bf16_accuracy, section_precision_step
+from report_precision import section_bf16_accuracy, section_precision_step, section_teacher_pass
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -410,6 +411,7 @@ def build(results: dict[str, dict | None]) -> str:
         section_defaults_change(results["peers_train_quiet"], results["defaults_ab"]),
         section_bf16_padding(results["bf16_padding_ab"]),
         section_tcmalloc(results["tcmalloc_ab"]),
+        section_tcmalloc_fp32(results["tcmalloc_fp32_ab"]),
         STATIC_EXPORT,
         STATIC_DISTRIBUTED,
         report_peers.section_peers_train(results["peers_train"]),
@@ -420,20 +422,27 @@ def build(results: dict[str, dict | None]) -> str:
             results["peers_train_avx512"],
             "## 7c. Training against the peers on a CPU with native bf16 (AVX512-BF16), quiet machine")
         if results["peers_train_avx512"] else "",
+        report_peers.section_peers_train(
+            results["peers_train_tcmalloc"],
+            "## 7d. Training against the peers with today's defaults (tcmalloc, automatic padding), AVX512-BF16, "
+            "quiet machine")
+        if results["peers_train_tcmalloc"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
         section_precision_step(results["precision_step"]),
         section_bf16_accuracy(results["bf16_accuracy"]),
+        section_teacher_pass(results["teacher_pass_ab"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
-    return "\n".join(parts)
+    return "\n".join(part for part in parts if part)  # a section not measured yet may be left out ("")
 
 
 NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accuracy", "memory", "peers_train",
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
-         "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy")
+         "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
+         "tcmalloc_fp32_ab", "teacher_pass_ab")
 
 
 def section_compile(result: dict | None) -> str:

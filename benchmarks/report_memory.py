@@ -247,6 +247,22 @@ def section_tcmalloc(result: dict[str, Any] | None) -> str:
         "the defaults with glibc",
         "tcmalloc (Debian/Ubuntu `libtcmalloc-minimal4`) keeps per-size free lists and returns spans to the OS, "
         "instead of glibc's heap that fragments under activations of changing shapes (distill_core/allocator.py). "
-        "It is loaded with `LD_PRELOAD`, so it must be chosen before the process starts: the Docker image sets it. "
-        "These runs predate the record; since then a run names the malloc that served it (`allocator.malloc` in "
-        "status.json).")
+        "It is loaded with `LD_PRELOAD`, so it must be chosen before the process starts. These runs predate two "
+        "changes: a run now names the malloc that served it and why (`allocator.malloc`, `allocator.malloc_why` in "
+        "status.json), and training commands choose tcmalloc themselves where it is installed "
+        "(`distill_core/malloc_choice.py`; sections 4h and 7d measure that default).")
+
+
+TCMALLOC_FP32_NAMES = {"kd_studio_fp32": "fp32 (`--mixed-precision no`), tcmalloc (today's default malloc)",
+                       "kd_studio_fp32_glibc": "fp32 (`--mixed-precision no`), glibc's malloc (`KD_MALLOC=system`)"}
+
+
+def section_tcmalloc_fp32(result: dict[str, Any] | None) -> str:
+    """Issue 11: tcmalloc against glibc's malloc for fp32 training (what AVX2-only CPUs run by default)."""
+    return _ab_section(
+        "## 4h. tcmalloc in fp32 training (A/B, fp32 forced on the AVX512-BF16 CPU)\n", result, TCMALLOC_FP32_NAMES,
+        "kd_studio_fp32_glibc", "fp32 on glibc's malloc",
+        "An AVX2-only CPU trains in fp32 by default (batches padded to their longest row); no such CPU was lent "
+        "when this was measured, so fp32 was forced on the AVX512-BF16 CPU. The matmul kernels differ from an "
+        "AVX2 CPU's, so read the time ratio as this CPU's; the allocation pattern (fp32 activations of changing "
+        "shapes) is the same.")

@@ -20,7 +20,10 @@ KD_SERVING = ("torch-fp32", "torch-bf16", "torch-int8", "kd-ort-fp32", "kd-ort-i
 LABELS = {"kd_studio": "KD Studio (`distill_core distill`, defaults)", "trainer_fp32": "HF Trainer KD recipe, fp32",
           "trainer_bf16": "HF Trainer KD recipe, bf16 (`bf16=True, use_cpu=True`)", "seed": "seed loop",
           "kd_studio_before_2026_12_03": "KD Studio with the defaults before 2026-12-03 (section 4e)",
-          "kd_studio_fp32": "KD Studio, fp32 (`--mixed-precision no`)"}
+          "kd_studio_fp32": "KD Studio, fp32 (`--mixed-precision no`)",
+          "kd_studio_glibc": "KD Studio on glibc's malloc (`KD_MALLOC=system`, the default before 2026-12-03)",
+          "trainer_bf16_tcmalloc": "HF Trainer KD recipe, bf16, tcmalloc preloaded (`LD_PRELOAD`)",
+          "trainer_fp32_tcmalloc": "HF Trainer KD recipe, fp32, tcmalloc preloaded (`LD_PRELOAD`)"}
 
 
 def _ms(value: float | None) -> str | None:
@@ -87,6 +90,9 @@ def section_peers_train(peers: dict[str, Any] | None,
         reason = chosen.get("mixed_precision_reason", "no reason recorded")
         out.append(f"KD Studio's mixed precision: asked `{core_runs[0].get('mixed_precision')}`, ran "
                    f"`{chosen.get('mixed_precision', '?')}` ({reason}).\n")
+        malloc = core_runs[0].get("allocator") or {}
+        if malloc.get("malloc_why"):  # recorded since the malloc became KD Studio's choice (malloc_choice.py)
+            out.append(f"KD Studio's malloc: {malloc['malloc']} ({malloc['malloc_why']}).\n")
     if peers.get("note"):
         out.append(f"_Note: {peers['note']}._\n")
     for name, why in (peers.get("skipped") or {}).items():
@@ -228,11 +234,13 @@ def _bf16_text(serving: dict[str, Any]) -> str:
         "`--mixed-precision auto` does).\n")
 
 
-QUIET_PEERS = ("peers_train_quiet", "peers_train_avx512")  # peer runs on a quiet machine, one per kind of CPU
+# Peer runs on a quiet machine; the targets table takes the newest per kind of CPU.
+QUIET_PEERS = ("peers_train_quiet", "peers_train_avx512", "peers_train_tcmalloc")
 # Results whose KD Studio variant ran the defaults of its day; the newest per kind of CPU gives the defaults' peak.
 DEFAULT_PEAK_SOURCES = (("peers_train", "KD Studio's process in section 7"),
                         ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
                         ("peers_train_avx512", "KD Studio's process in section 7c"),
+                        ("peers_train_tcmalloc", "KD Studio's process in section 7d"),
                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c"),
                         ("defaults_ab", "defaults, section 4e"), ("bf16_padding_ab", "defaults, section 4f"),
                         ("tcmalloc_ab", "defaults with glibc's malloc, section 4g"))
@@ -290,17 +298,25 @@ def _default_peak_rows(results: dict[str, dict | None]) -> list[list[Any]]:
              verdict(peak <= RSS_TARGET_MB)] for kind, (_, peak, source) in sorted(newest.items())]
 
 
+def _newest_per_cpu_kind(found: list[dict | None]) -> list[dict]:
+    """The newest of ``found`` results for each kind of CPU (cpu_kind), in the order of their kinds."""
+    newest: dict[str, dict] = {}
+    for result in filter(None, found):
+        kind = cpu_kind(result["machine"])
+        if kind not in newest or result["machine"]["date"] > newest[kind]["machine"]["date"]:
+            newest[kind] = result
+    return [newest[kind] for kind in sorted(newest)]
+
+
 def section_targets(results: dict[str, dict | None]) -> str:
     """Issue 11's 'done means' list, each with its measured figure (per kind of CPU where that changes it)."""
     peers = results.get("peers_train")
     rows = _training_targets(peers) if peers else [["training vs Trainer recipe / seed loop", "≥ 4x / ≥ 5x",
                                                     "not measured", None]]
     quiet_rows = []  # the targets ask for a quiet machine: a peer measured there replaces the busy run's row
-    for name in QUIET_PEERS:
-        quiet = results.get(name)
-        if quiet:
-            where = f", quiet machine, {cpu_kind(quiet['machine'])}"
-            quiet_rows += [[r[0] + where, *r[1:]] for r in _training_targets(quiet) if r[2] != "not measured"]
+    for quiet in _newest_per_cpu_kind([results.get(name) for name in QUIET_PEERS]):
+        where = f", quiet machine, {cpu_kind(quiet['machine'])}"
+        quiet_rows += [[r[0] + where, *r[1:]] for r in _training_targets(quiet) if r[2] != "not measured"]
     replaced = {r[0].split(", quiet machine")[0] for r in quiet_rows}
     rows = quiet_rows + [r for r in rows if r[0] not in replaced]
     rows += _serving_targets(results.get("serving_peers"))
@@ -333,9 +349,17 @@ def _opt_in_peak_rows(results: dict[str, dict | None]) -> list[list[Any]]:
     if tcmalloc:
         peak = max(r["peak_rss_mb"] for r in tcmalloc)
         where = cpu_kind(results["tcmalloc_ab"]["machine"])
-        rows.append([f"peak RSS with tcmalloc preloaded (the Docker image), {where}",
+        rows.append([f"peak RSS with tcmalloc preloaded by hand (before it became the default), {where}",
                      "≤ 1.5 GB", f"{peak:,.0f} MB, training "
                      f"×{training_time_ratio(results['tcmalloc_ab']['runs'], 'kd_studio_tcmalloc'):.2f} (section 4g)",
+                     verdict(peak <= RSS_TARGET_MB)])
+    fp32 = (results.get("tcmalloc_fp32_ab") or {}).get("runs") or {}
+    if fp32.get("kd_studio_fp32"):
+        peak = max(r["peak_rss_mb"] for r in fp32["kd_studio_fp32"])
+        ratio = training_time_ratio(fp32, "kd_studio_fp32", "kd_studio_fp32_glibc")
+        rows.append(["peak RSS in fp32 with today's default malloc (tcmalloc), fp32 forced on the AVX512-BF16 CPU: "
+                     "the AVX2-only default's allocation pattern", "≤ 1.5 GB",
+                     f"{peak:,.0f} MB, training ×{ratio:.2f} of fp32 on glibc (section 4h)",
                      verdict(peak <= RSS_TARGET_MB)])
     ab_runs = (results.get("allocator_ab") or {}).get("runs") or {}
     low = [r["peak_rss_mb"] for r in ab_runs.get("kd_studio_low_memory", [])]

@@ -69,3 +69,37 @@ def section_bf16_accuracy(result: dict[str, Any] | None) -> str:
         table(["seed", "fp32 test % (valid %)", "bf16 test % (valid %)", "bf16 - fp32 test (points)"], body) + "\n",
         f"Paired over {len(diffs)} seed(s): bf16 - fp32 = {mean}{spread} points of test accuracy.\n",
         provenance(result) + "\n"])
+
+
+TEACHER_PASS_NAMES = {"kd_studio_teacher_fp32": "the teacher's logit pass in fp32 (kept)",
+                      "kd_studio": "the teacher's logit pass under bf16 autocast (tried, not kept)"}
+PHASES_SHOWN = ("teacher_logits", "training", "validation", "tokenising", "saving")
+
+
+def section_teacher_pass(result: dict[str, Any] | None) -> str:
+    """Issue 11: the training rows' teacher pass under bf16 autocast against fp32 (two code versions,
+    interleaved: benchmarks/merge_versions.py), with each run's seconds per phase when recorded."""
+    from report_memory import SECTION_7_WORK, _ab_tables
+
+    title = "## 10d. The teacher's logit pass in the training precision (A/B of two versions)\n"
+    if not result:
+        return title + "\n_Not measured yet: see `benchmarks/merge_versions.py`._\n"
+    out = [title, (
+        f"{SECTION_7_WORK} The two versions differ only in the precision of the teacher's pass over the training "
+        "rows (the KD targets, `distill_core/teacher_cache.py`); there is no switch for it, so each round ran "
+        "`peers_train.py --variants kd_studio --rounds 1` from a clone of each version in turn. The test split's "
+        "teacher pass (the teacher accuracy a run reports) is fp32 in both.\n"),
+        *_ab_tables(result, TEACHER_PASS_NAMES, "kd_studio_teacher_fp32", "the fp32 teacher pass")]
+    phases = result.get("phase_seconds")
+    if phases:
+        body = [[TEACHER_PASS_NAMES[name], index, *(f(run.get(phase), 1) for phase in PHASES_SHOWN),
+                 f(sum(v for k, v in run.items() if k != "test_evaluation"), 1)]
+                for name, runs in phases.items() for index, run in enumerate(runs, start=1)]
+        out += [f"Seconds per phase (run records, `phase_end` rows), {result['phase_seconds_command']}:\n",
+                table(["version", "run", *PHASES_SHOWN, "sum before test scoring"], body) + "\n"]
+    if result.get("kept") is False:
+        out.append("Verdict: not kept. Under bf16 autocast the teacher's pass itself takes about half the time, but "
+                   "the training epochs that follow it in the same process run slower by nearly as much, so the run "
+                   "to a saved model is no faster beyond the noise, while its KD targets carry bf16 rounding. Why "
+                   "the epochs slow down was not found.\n")
+    return "\n".join(out)

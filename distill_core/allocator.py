@@ -161,15 +161,12 @@ def _apply_threshold(threshold: int, malloc: str) -> tuple[int, str]:
     """(threshold set, why) for a requested ``threshold`` in bytes (0 = leave the C library alone)."""
     if threshold == 0:
         return 0, f"the C library's default (dynamic threshold; {ENV_VAR} unset or 0)"
-    if malloc != "glibc":
+    mallopt = _glibc_mallopt()
+    if malloc != "glibc" or mallopt is None:
         return 0, f"not applied: {malloc} serves malloc, and {ENV_VAR} is a glibc setting"
-    if (mallopt := _glibc_mallopt()) is None:
-        return 0, "not glibc Linux: the C library's default"
     if mallopt(M_MMAP_THRESHOLD, min(threshold, 2**31 - 1)) != 1:
         return 0, f"glibc refused mallopt(M_MMAP_THRESHOLD, {threshold}): the default"
     return threshold, "blocks of this size or more are mmapped and given back on free"
-
-
 
 
 def malloc_library(maps_text: str | None = None) -> str:

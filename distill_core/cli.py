@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import malloc_choice
 from .cli_args import build_parser, config_from_args, data_config_from_args, teacher_stage_from_args
 from .cli_progress import ProgressPrinter
 from .cli_runs import cmd_delete, cmd_list, cmd_rename, run_location
@@ -362,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command not in ("list", "delete", "rename"):
         _quiet_libraries()
     try:
+        malloc_choice.check(args.command)  # the process chose its malloc at start; a bad KD_MALLOC stops here
         result = COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -374,5 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `kd-studio` console script (pyproject.toml)."""
+    """The `kd-studio` console script (pyproject.toml): the same as `python -m distill_core`."""
+    malloc_choice.reexec_with_chosen_malloc()
     sys.exit(main())

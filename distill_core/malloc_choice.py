@@ -1,9 +1,9 @@
 """Which malloc a training process runs on: gperftools' tcmalloc where it is installed, chosen before start.
 
-Why: on the offline pair, a distillation run on tcmalloc took x0.89 the time of the same run on glibc's malloc at
-the same peak memory (BENCHMARKS.md section 4g). glibc's heap fragments under activations whose shapes change
-every step (distill_core/allocator.py explains how); tcmalloc keeps per-size free lists instead. PyTorch's own CPU
-tuning guide recommends the same preload.
+Why: on the offline pair, a distillation run on tcmalloc took x0.89-0.93 the time of the same run on glibc's malloc
+at the same or a lower peak (BENCHMARKS.md sections 4g, 7d), and in fp32 it peaked ~300 MB lower (4h). glibc's
+heap fragments under activations whose shapes change every step (distill_core/allocator.py explains how); tcmalloc
+keeps per-size free lists instead. PyTorch's own CPU tuning guide recommends the same preload.
 
 How: a malloc is replaced only by ``LD_PRELOAD`` at process start, so ``python -m distill_core`` checks this
 before importing anything heavy and, for the commands that train or time training (``TRAINING_COMMANDS``),
@@ -18,7 +18,8 @@ and open files, so callers that recorded the pid (the dashboard's job store) see
 * ``tcmalloc``: tcmalloc, and an error naming the variable where it is not installed.
 * ``system``: the C library's malloc.
 
-A malloc the caller already preloaded (the Docker image sets ``LD_PRELOAD``; or jemalloc by hand) is left alone.
+Under ``auto`` a malloc the caller already preloaded (the Docker image sets ``LD_PRELOAD``; or jemalloc by hand) is
+left alone; an explicit ``tcmalloc`` or ``system`` replaces it.
 Each run records the malloc that served it and why (``allocator.malloc`` and ``malloc_why`` in status.json).
 """
 from __future__ import annotations
@@ -64,18 +65,29 @@ def find_tcmalloc() -> str | None:
     return next(filter(None, map(ctypes.util.find_library, TCMALLOC_LIBRARIES)), None)
 
 
+def _without_mallocs(preload: str) -> str:
+    """LD_PRELOAD's value without the mallocs in it (entries are separated by spaces or colons)."""
+    return " ".join(entry for entry in preload.replace(":", " ").split()
+                    if not any(f"lib{name}" in entry for name in PRELOADABLE_MALLOCS))
+
+
 def plan(environ: Mapping[str, str], *, platform: str = sys.platform,
          find: Callable[[], str | None] = find_tcmalloc) -> tuple[str | None, str]:
-    """(library to preload or None, why) for a process started with ``environ``: the rule in the docstring.
-    Pure apart from ``find``, which is only called when the answer depends on it."""
-    wanted = choice(environ)
-    if PRELOADED_HERE_ENV_VAR in environ and preloaded_malloc(environ):
-        return None, f"{ENV_VAR}={wanted}: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)"
-    if (already := preloaded_malloc(environ)) is not None:
-        return None, f"{already}: LD_PRELOAD set by whoever started the process"
+    """(the LD_PRELOAD to re-execute with, or None to run as started; why) for a process started with
+    ``environ``: the rule in the module docstring. An explicit ``KD_MALLOC`` wins over a malloc the caller
+    preloaded; ``auto`` leaves it. Pure apart from ``find``, called only when the answer depends on it."""
+    wanted, already = choice(environ), preloaded_malloc(environ)
     if wanted == "system":
+        if already:
+            return _without_mallocs(environ.get("LD_PRELOAD", "")), f"{ENV_VAR}=system: the C library's malloc"
         return None, f"{ENV_VAR}=system: the C library's malloc"
+    if already == "tcmalloc" and PRELOADED_HERE_ENV_VAR in environ:
+        return None, f"{ENV_VAR}={wanted}: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)"
+    if already == "tcmalloc" or (already and wanted == "auto"):
+        return None, f"{already}: LD_PRELOAD set by whoever started the process"
     if not platform.startswith("linux"):
+        if wanted == "tcmalloc":
+            raise UserError(f"{ENV_VAR}=tcmalloc needs Linux (it is loaded with LD_PRELOAD): unset {ENV_VAR}")
         return None, "not Linux: the C library's malloc (LD_PRELOAD is a Linux mechanism)"
     lever = next((name for name in GLIBC_LEVERS if environ.get(name, "").strip() not in ("", "0")), None)
     if wanted == "auto" and lever:
@@ -85,28 +97,39 @@ def plan(environ: Mapping[str, str], *, platform: str = sys.platform,
         if wanted == "tcmalloc":
             raise UserError(f"{ENV_VAR}=tcmalloc but tcmalloc is not installed: {INSTALL_HINT}, or unset {ENV_VAR}")
         return None, f"{ENV_VAR}=auto: the C library's malloc (tcmalloc not installed: {INSTALL_HINT})"
-    return library, f"{ENV_VAR}={wanted}: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)"
+    preload = " ".join(filter(None, [library, _without_mallocs(environ.get("LD_PRELOAD", ""))]))
+    return preload, f"{ENV_VAR}={wanted}: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)"
+
+
+_reexec_failed: list[str] = []  # why this process could not re-execute itself, for the record
 
 
 def record_reason(environ: Mapping[str, str], serving: str) -> str:
     """Why ``serving`` (distill_core.allocator.malloc_library()) serves this process, for the run record."""
-    library, why = plan(environ)
+    preload, why = plan(environ)
+    if preload is not None:  # the rule asks for another malloc than this process started with
+        if _reexec_failed:
+            return f"{ENV_VAR}={choice(environ)}: {serving}; re-executing with another malloc failed: " \
+                   f"{_reexec_failed[0]}"
+        return (f"{ENV_VAR}={choice(environ)}: {serving}; {ENV_VAR} acts when `python -m distill_core` starts a "
+                "training command, not in a process that imports distill_core")
     asked = preloaded_malloc(environ)
     if asked and asked != serving:
         return f"LD_PRELOAD names {asked}, but it did not load: {serving}"
-    if library is not None:  # plan would preload, so this process did not start as `python -m distill_core`
-        return (f"{ENV_VAR}={choice(environ)}: {serving}; {ENV_VAR} acts when `python -m distill_core` starts a "
-                "training command, not in a process that imports distill_core")
     return why
 
 
-def preloading_environment(environ: Mapping[str, str], library: str) -> dict[str, str]:
-    """``environ`` with ``library`` first in LD_PRELOAD and the mark that KD Studio put it there."""
-    preload = " ".join(filter(None, [library, environ.get("LD_PRELOAD", "").strip()]))
-    return {**environ, "LD_PRELOAD": preload, PRELOADED_HERE_ENV_VAR: "1",
-            # tcmalloc prints a line for every allocation over 1 GiB (a large tokenised split): not for users
-            "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": environ.get("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD",
-                                                                 str(1 << 40))}
+def preloading_environment(environ: Mapping[str, str], preload: str) -> dict[str, str]:
+    """``environ`` with LD_PRELOAD = ``preload`` (removed when empty) and, when that holds tcmalloc, the mark
+    that KD Studio put it there."""
+    changed = {key: value for key, value in environ.items() if key not in ("LD_PRELOAD", PRELOADED_HERE_ENV_VAR)}
+    if preload:
+        changed["LD_PRELOAD"] = preload
+    if "libtcmalloc" in preload:
+        changed[PRELOADED_HERE_ENV_VAR] = "1"
+        # tcmalloc prints a line for every allocation over 1 GiB (a large tokenised split): not for users
+        changed.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return changed
 
 
 def command_of(argv: Sequence[str]) -> str | None:
@@ -115,21 +138,26 @@ def command_of(argv: Sequence[str]) -> str | None:
 
 
 def reexec_with_chosen_malloc(argv: Sequence[str] | None = None) -> None:
-    """Re-execute this ``python -m distill_core`` process with tcmalloc preloaded when ``plan`` asks for it and
-    the command trains (never returns then); otherwise return and let the command run as it is.
+    """Re-execute this process (``python -m distill_core``, the ``kd-studio`` script) with the malloc ``plan``
+    chooses when the command trains (never returns then); otherwise return and let the command run as it is.
 
-    A bad ``KD_MALLOC`` is left for the command to report (``allocator`` reads it again) instead of failing here,
-    before the CLI can print errors its usual way."""
+    A bad ``KD_MALLOC`` is not reported here but by the CLI (``check``), in its usual words and exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if command_of(argv) not in TRAINING_COMMANDS:
         return
     try:
-        library, _ = plan(os.environ)
+        preload, _ = plan(os.environ)
     except UserError:
         return
-    if library is None:
+    if preload is None:
         return
     try:
-        os.execve(sys.executable, sys.orig_argv, preloading_environment(os.environ, library))
-    except OSError:
-        return  # could not re-execute (unusual interpreter setups): run on the C library's malloc
+        os.execve(sys.executable, sys.orig_argv, preloading_environment(os.environ, preload))
+    except OSError as error:  # unusual interpreter setups: run on the malloc it started with, and say why
+        _reexec_failed.append(str(error))
+
+
+def check(command: str) -> None:
+    """Refuse a bad ``KD_MALLOC`` (or ``tcmalloc`` where it cannot be had) before a training command starts work."""
+    if command in TRAINING_COMMANDS:
+        plan(os.environ)

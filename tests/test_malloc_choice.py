@@ -19,7 +19,7 @@ def _plan(environ: dict[str, str], found: str | None = LIB, platform: str = "lin
     return malloc_choice.plan(environ, platform=platform, find=lambda: found)
 
 
-@pytest.mark.parametrize("environ, found, platform, library, why_has", [
+@pytest.mark.parametrize("environ, found, platform, preload, why_has", [
     ({}, LIB, "linux", LIB, "KD_MALLOC=auto: tcmalloc preloaded by KD Studio"),
     ({"KD_MALLOC": "TCMalloc"}, LIB, "linux", LIB, "KD_MALLOC=tcmalloc"),
     ({}, None, "linux", None, "apt install libtcmalloc-minimal4"),
@@ -31,10 +31,15 @@ def _plan(environ: dict[str, str], found: str | None = LIB, platform: str = "lin
     ({"KD_MALLOC_TRIM_EVERY": "0"}, LIB, "linux", LIB, "preloaded by KD Studio"),  # 0 = the lever is off
     ({"KD_MALLOC": "tcmalloc", "KD_MALLOC_TRIM_EVERY": "10"}, LIB, "linux", LIB, "KD_MALLOC=tcmalloc"),
     ({"LD_PRELOAD": LIB, "KD_MALLOC_PRELOADED": "1"}, LIB, "linux", None, "preloaded by KD Studio"),
+    # an explicit choice wins over what the caller preloaded (the Docker image preloads tcmalloc for everything)
+    ({"LD_PRELOAD": f"{LIB}:libfoo.so", "KD_MALLOC": "system"}, LIB, "linux", "libfoo.so", "KD_MALLOC=system"),
+    ({"LD_PRELOAD": LIB, "KD_MALLOC_PRELOADED": "1", "KD_MALLOC": "system"}, LIB, "linux", "", "KD_MALLOC=system"),
+    ({"LD_PRELOAD": "libjemalloc.so.2", "KD_MALLOC": "tcmalloc"}, LIB, "linux", LIB, "KD_MALLOC=tcmalloc"),
+    ({"LD_PRELOAD": "libfoo.so"}, LIB, "linux", f"{LIB} libfoo.so", "preloaded by KD Studio"),
 ])
-def test_the_plan_follows_the_documented_rule(environ, found, platform, library, why_has):
+def test_the_plan_follows_the_documented_rule(environ, found, platform, preload, why_has):
     chosen, why = _plan(environ, found, platform)
-    assert chosen == library
+    assert chosen == preload
     assert why_has in why
 
 
@@ -43,13 +48,21 @@ def test_asking_for_tcmalloc_where_it_is_missing_or_a_bad_value_is_refused_by_na
         _plan({"KD_MALLOC": "tcmalloc"}, found=None)
     with pytest.raises(UserError, match="KD_MALLOC must be one of auto, tcmalloc, system, got 'jemalloc'"):
         _plan({"KD_MALLOC": "jemalloc"})
+    with pytest.raises(UserError, match="KD_MALLOC=tcmalloc needs Linux"):
+        _plan({"KD_MALLOC": "tcmalloc"}, platform="darwin")
 
 
-def test_the_preloading_environment_puts_tcmalloc_first_and_keeps_what_was_preloaded():
-    environ = malloc_choice.preloading_environment({"LD_PRELOAD": "libfoo.so", "PATH": "/bin"}, LIB)
+def test_the_re_executed_environment_is_stable_under_the_rule():
+    preload, _ = _plan({"LD_PRELOAD": "libfoo.so", "PATH": "/bin"})
+    environ = malloc_choice.preloading_environment({"LD_PRELOAD": "libfoo.so", "PATH": "/bin"}, preload)
     assert environ["LD_PRELOAD"] == f"{LIB} libfoo.so" and environ["PATH"] == "/bin"
     assert environ[malloc_choice.PRELOADED_HERE_ENV_VAR] == "1"
     assert _plan(environ) == (None, "KD_MALLOC=auto: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)")
+    # taking tcmalloc out again (KD_MALLOC=system) drops the mark and an empty LD_PRELOAD: no second re-exec
+    system = {**environ, "KD_MALLOC": "system"}
+    stripped = malloc_choice.preloading_environment(system, _plan(system)[0])
+    assert "KD_MALLOC_PRELOADED" not in stripped and stripped["LD_PRELOAD"] == "libfoo.so"
+    assert _plan(stripped) == (None, "KD_MALLOC=system: the C library's malloc")
 
 
 @pytest.mark.parametrize("argv, command", [(["distill", "--data", "x"], "distill"), (["--help"], None),
@@ -60,8 +73,8 @@ def test_the_command_is_the_first_word_that_is_not_a_flag(argv, command):
 
 def test_the_record_says_when_the_preload_did_not_happen_and_why():
     assert "did not load" in malloc_choice.record_reason({"LD_PRELOAD": "libtcmalloc.so.4"}, "glibc")
-    in_process = malloc_choice.record_reason({}, "glibc") if malloc_choice.find_tcmalloc() else ""
-    assert not malloc_choice.find_tcmalloc() or "not in a process that imports distill_core" in in_process
+    imported = malloc_choice.record_reason({"LD_PRELOAD": LIB, "KD_MALLOC": "system"}, "tcmalloc")
+    assert imported.startswith("KD_MALLOC=system: tcmalloc;") and "not in a process that imports" in imported
 
 
 TCMALLOC = malloc_choice.find_tcmalloc()
@@ -96,11 +109,15 @@ def test_a_training_command_reruns_itself_on_tcmalloc_keeping_its_pid(tmp_path, 
     assert record["malloc_trim_after_eval"] is True
 
 
-def test_a_bad_choice_stops_a_training_command_naming_the_variable(tmp_path, tiny_data_dir, tiny_teacher_dir):
-    environ = {**os.environ, "KD_MALLOC": "fast", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "distill_core", "finetune", "--data", str(tiny_data_dir),
-                           "--model", str(tiny_teacher_dir), "--out", str(tmp_path / "bad"), *TINY],
+@pytest.mark.parametrize("command", ["finetune", "pipeline"])
+def test_a_bad_choice_stops_a_training_command_naming_the_variable(command, tmp_path, tiny_data_dir,
+                                                                     tiny_teacher_dir):
+    environ = {**os.environ, "KD_MALLOC": "fast", "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs")}
+    model = ["--model", str(tiny_teacher_dir)] if command == "finetune" else [
+        "--base", str(tiny_teacher_dir), "--student", "truncate:1"]
+    proc = subprocess.run([sys.executable, "-m", "distill_core", command, "--data", str(tiny_data_dir), *model,
+                           "--out", str(tmp_path / "runs" / "bad"), *TINY],
                           env=environ, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "KD_MALLOC must be one of auto, tcmalloc, system, got 'fast'" in proc.stderr
-    assert not (tmp_path / "bad").exists()  # refused before a run folder was made
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: KD_MALLOC must be one of auto, tcmalloc, system, got 'fast'" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run folder made
