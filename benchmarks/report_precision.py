@@ -72,7 +72,9 @@ def section_bf16_accuracy(result: dict[str, Any] | None) -> str:
 
 
 TEACHER_PASS_NAMES = {"kd_studio_teacher_fp32": "the teacher's logit pass in fp32 (kept)",
-                      "kd_studio": "the teacher's logit pass under bf16 autocast (tried, not kept)"}
+                      "kd_studio": "the teacher's logit pass under bf16 autocast (tried, not kept)",
+                      "kd_studio_teacher_fp32_glibc": "fp32 teacher pass, glibc's malloc (`KD_MALLOC=system`)",
+                      "kd_studio_glibc": "bf16 teacher pass, glibc's malloc (`KD_MALLOC=system`)"}
 PHASES_SHOWN = ("teacher_logits", "training", "validation", "tokenising", "saving")
 
 
@@ -100,6 +102,6 @@ def section_teacher_pass(result: dict[str, Any] | None) -> str:
     if result.get("kept") is False:
         out.append("Verdict: not kept. Under bf16 autocast the teacher's pass itself takes about half the time, but "
                    "the training epochs that follow it in the same process run slower by nearly as much, so the run "
-                   "to a saved model is no faster beyond the noise, while its KD targets carry bf16 rounding. Why "
-                   "the epochs slow down was not found.\n")
+                   "to a saved model is no faster beyond the noise, while its KD targets carry bf16 rounding. The "
+                   "slowdown follows on glibc's malloc too, so it is not tcmalloc's; its cause was not found.\n")
     return "\n".join(out)
