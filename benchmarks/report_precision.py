@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from report_format import f, provenance, table
+from report_memory import SECTION_7_WORK, _ab_tables
 
 
 def section_precision_step(result: dict[str, Any] | None) -> str:
@@ -81,8 +82,6 @@ PHASES_SHOWN = ("teacher_logits", "training", "validation", "tokenising", "savin
 def section_teacher_pass(result: dict[str, Any] | None) -> str:
     """Issue 11: the training rows' teacher pass under bf16 autocast against fp32 (two code versions,
     interleaved: benchmarks/merge_versions.py), with each run's seconds per phase when recorded."""
-    from report_memory import SECTION_7_WORK, _ab_tables
-
     title = "## 10d. The teacher's logit pass in the training precision (A/B of two versions)\n"
     if not result:
         return title + "\n_Not measured yet: see `benchmarks/merge_versions.py`._\n"

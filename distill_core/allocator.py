@@ -177,10 +177,7 @@ def malloc_library(maps_text: str | None = None) -> str:
             maps_text = Path("/proc/self/maps").read_text(encoding="utf-8", errors="replace")
         except OSError:
             maps_text = ""
-    for name in malloc_choice.PRELOADABLE_MALLOCS:
-        if f"lib{name}" in maps_text:
-            return name
-    return "glibc" if _glibc() is not None else "the C library's"
+    return malloc_choice.malloc_named_in(maps_text) or ("glibc" if _glibc() is not None else "the C library's")
 
 
 def applied() -> dict[str, Any]:

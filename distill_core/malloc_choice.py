@@ -53,10 +53,15 @@ def choice(environ: Mapping[str, str]) -> str:
     return raw
 
 
+def malloc_named_in(text: str) -> str | None:
+    """The preloadable malloc (tcmalloc, jemalloc, mimalloc) whose library ``text`` names: an LD_PRELOAD value,
+    one of its entries, or /proc/self/maps; None if none."""
+    return next((name for name in PRELOADABLE_MALLOCS if f"lib{name}" in text), None)
+
+
 def preloaded_malloc(environ: Mapping[str, str]) -> str | None:
-    """The malloc named in ``LD_PRELOAD`` (tcmalloc, jemalloc, mimalloc), or None."""
-    preload = environ.get("LD_PRELOAD", "")
-    return next((name for name in PRELOADABLE_MALLOCS if f"lib{name}" in preload), None)
+    """The malloc named in ``LD_PRELOAD``, or None."""
+    return malloc_named_in(environ.get("LD_PRELOAD", ""))
 
 
 @functools.cache
@@ -67,8 +72,7 @@ def find_tcmalloc() -> str | None:
 
 def _without_mallocs(preload: str) -> str:
     """LD_PRELOAD's value without the mallocs in it (entries are separated by spaces or colons)."""
-    return " ".join(entry for entry in preload.replace(":", " ").split()
-                    if not any(f"lib{name}" in entry for name in PRELOADABLE_MALLOCS))
+    return " ".join(entry for entry in preload.replace(":", " ").split() if malloc_named_in(entry) is None)
 
 
 def plan(environ: Mapping[str, str], *, platform: str = sys.platform,
@@ -77,10 +81,9 @@ def plan(environ: Mapping[str, str], *, platform: str = sys.platform,
     ``environ``: the rule in the module docstring. An explicit ``KD_MALLOC`` wins over a malloc the caller
     preloaded; ``auto`` leaves it. Pure apart from ``find``, called only when the answer depends on it."""
     wanted, already = choice(environ), preloaded_malloc(environ)
-    if wanted == "system":
-        if already:
-            return _without_mallocs(environ.get("LD_PRELOAD", "")), f"{ENV_VAR}=system: the C library's malloc"
-        return None, f"{ENV_VAR}=system: the C library's malloc"
+    if wanted == "system":  # re-executed without the preloaded malloc, if there is one
+        return (_without_mallocs(environ.get("LD_PRELOAD", "")) if already else None,
+                f"{ENV_VAR}=system: the C library's malloc")
     if already == "tcmalloc" and PRELOADED_HERE_ENV_VAR in environ:
         return None, f"{ENV_VAR}={wanted}: tcmalloc preloaded by KD Studio at start (BENCHMARKS.md 4g)"
     if already == "tcmalloc" or (already and wanted == "auto"):

@@ -121,3 +121,15 @@ def test_a_bad_choice_stops_a_training_command_naming_the_variable(command, tmp_
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error: KD_MALLOC must be one of auto, tcmalloc, system, got 'fast'" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run folder made
+
+
+def test_the_glibc_levers_are_the_allocator_settings_of_those_names():
+    from distill_core import allocator  # the owner of the names; malloc_choice loads before it and cannot import it
+
+    assert set(malloc_choice.GLIBC_LEVERS) == {allocator.ENV_VAR, allocator.TRIM_ENV_VAR}
+
+
+def test_the_named_malloc_is_found_in_preload_values_and_process_maps():
+    assert malloc_choice.malloc_named_in(f"/usr/lib/{LIB}") == "tcmalloc"
+    assert malloc_choice.malloc_named_in("libfoo.so:/opt/libmimalloc.so.2") == "mimalloc"
+    assert malloc_choice.malloc_named_in("libfoo.so") is None
