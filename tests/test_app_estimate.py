@@ -41,3 +41,44 @@ def test_a_fine_tune_plans_no_teacher_logits():
 @pytest.mark.parametrize("seconds, text", [(42, "42 s"), (125, "2 min 05 s"), (3720, "1 h 02 min"), (None, "unknown")])
 def test_format_duration(seconds, text):
     assert estimate.format_duration(seconds) == text
+
+
+def past(name: str, precision: str | None, train_s: float, teacher_s: float = 0.01) -> estimate.PastRun:
+    return estimate.PastRun(name, "distill", (1, 384), (6, 384),
+                            {"train_s_per_example": train_s, "infer_s_per_example": train_s / 3,
+                             "teacher_s_per_example": teacher_s}, precision)
+
+
+def test_past_runs_calibrate_the_training_of_a_run_in_their_own_precision():
+    """bf16 autocast made the student's steps ~1.5x faster here: an fp32 run's cost is not a bf16 run's. The
+    teacher's logit pass is fp32 in every run, so every run calibrates it."""
+    measured = [past("fp32", "no", 0.030, teacher_s=0.010), past("bf16", "bf16", 0.020, teacher_s=0.014)]
+    for asked, train_s in (("no", 0.030), ("bf16", 0.020)):
+        found = estimate.costs_from_past(distill_config(mixed_precision=asked), measured)
+        assert found is not None and found.other_precision is None
+        assert found.costs.train_s_per_example == pytest.approx(train_s)
+        assert found.costs.infer_s_per_example == pytest.approx(train_s / 3)
+        assert found.costs.teacher_s_per_example == pytest.approx(0.012)  # the median over both
+
+
+def test_an_estimate_from_runs_of_another_precision_says_so():
+    config = distill_config(mixed_precision="bf16", epochs=1)
+    found = estimate.costs_from_past(config, [past("fp32", "no", 0.030), past("old", None, 0.050)])
+    assert found is not None and found.costs.train_s_per_example == pytest.approx(0.040)
+    assert found.other_precision == "an unrecorded precision, fp32"
+    _, source, explanation = estimate.costs_for(config, None, allow_probe=False,
+                                                past=[past("fp32", "no", 0.030)])
+    assert source == "past runs"
+    assert "(trained in fp32; this run trains in bf16, so its training time may differ)" in explanation
+
+
+def test_a_past_run_records_the_precision_it_trained_in(tmp_path):
+    from distill_core import runs
+
+    record = {"mode": "distill", "student": "x", "provenance": {"mixed_precision": "bf16"}}
+    run_dir = runs.create_run(tmp_path, "bf16-run", record)
+    runs.append_metric(run_dir, {"kind": "phase_end", "phase": "training", "seconds": 4.0, "count": 100})
+    runs.set_status(run_dir, "done")
+    found = estimate.past_run(run_dir)
+    assert found is not None and found.precision == "bf16"
+    assert found.per_unit["train_s_per_example"] == pytest.approx(0.04)

@@ -123,6 +123,7 @@ class PastRun:
     student: tuple[int, int] | None
     teacher: tuple[int, int] | None
     per_unit: dict[str, float]
+    precision: str | None = None   # what its student trained in ("no" = fp32, "bf16", "fp16"); None: not recorded
 
 
 def _shape(value: Any) -> tuple[int, int] | None:
@@ -173,8 +174,10 @@ def past_run(run_dir: Path) -> PastRun | None:
         per_unit["saving_s"] = totals["saving"][0] / totals["saving"][2]
     recorded = status.get("shape")
     shape: dict = recorded if isinstance(recorded, dict) else {}
+    provenance = config.get("provenance")
+    precision = provenance.get("mixed_precision") if isinstance(provenance, dict) else None
     return PastRun(run_dir.name, str(config.get("mode")), _shape(shape.get("student")), _shape(shape.get("teacher")),
-                   per_unit)
+                   per_unit, precision if isinstance(precision, str) else None)
 
 
 def contention(load: Any, cores: int | None = None) -> float:
@@ -200,12 +203,24 @@ def scaled(costs: Costs, factor: float) -> Costs:
 # which model's shape decides the cost of each unit
 _DECIDED_BY = {"preparing_s": "both", "tokenise_s_per_row": None, "teacher_s_per_example": "teacher",
                "train_s_per_example": "student", "infer_s_per_example": "student", "saving_s": "student"}
+# the units that run in the training precision (the student's steps and validation: bf16 autocast ran them
+# ~1.5-2x faster than fp32 on an AVX512-BF16 CPU); the teacher's logit pass is fp32 in every run
+_BY_PRECISION = ("train_s_per_example", "infer_s_per_example")
 
 
-def _calibrated(key: str, past: list[PastRun], mode: str, student, teacher) -> float | None:
-    """The median cost of ``key`` over runs of the same shape, else over all runs scaled by layers x hidden^2."""
+def _same_precision(key: str, rows: list[PastRun], precision: str | None) -> list[PastRun]:
+    """The runs that trained in ``precision`` when some did and ``key`` depends on it; else all of them."""
+    if key not in _BY_PRECISION or precision is None:
+        return rows
+    return [p for p in rows if p.precision == precision] or rows
+
+
+def _calibrated(key: str, past: list[PastRun], mode: str, student, teacher, precision: str | None = None
+                ) -> float | None:
+    """The median cost of ``key`` over runs of the same precision (where it matters) and shape, else over those
+    runs scaled by layers x hidden^2."""
     by = _DECIDED_BY[key]
-    rows = [p for p in past if key in p.per_unit]
+    rows = _same_precision(key, [p for p in past if key in p.per_unit], precision)
     if not rows:
         return None
     if by is None:
@@ -237,16 +252,39 @@ def past_runs(root: Path | None, exclude: Iterable[str] = ()) -> list[PastRun]:
     return found
 
 
-def costs_from_past(config: TrainConfig, past: list[PastRun]) -> tuple[Costs, int, bool] | None:
-    """(costs, runs used, of this exact shape) from past runs; None when none measured training."""
+@dataclass(frozen=True)
+class Calibration:
+    """Costs from past runs, and what they rest on (said next to the estimate)."""
+    costs: Costs
+    runs_used: int
+    same_shape: bool
+    other_precision: str | None   # the precision the training cost was measured in, when not this run's
+
+
+def run_precision(config: TrainConfig) -> str:
+    """What ``config`` will train in on this machine ("no" = fp32), by the rule the run itself applies."""
+    from .. import hardware
+
+    return hardware.training_precision(config.mixed_precision).resolved
+
+
+def costs_from_past(config: TrainConfig, past: list[PastRun]) -> Calibration | None:
+    """Costs from past runs; None when none measured training."""
     student, teacher = shapes_of(config)
+    precision = run_precision(config)
     fallback = reference_costs(student, teacher)
-    values = {key: _calibrated(key, past, config.mode, student, teacher) for key in _DECIDED_BY}
+    values = {key: _calibrated(key, past, config.mode, student, teacher, precision) for key in _DECIDED_BY}
     if values["train_s_per_example"] is None:
         return None
     same = [p for p in past if p.student == student and (config.mode != "distill" or p.teacher == teacher)]
     costs = Costs(**{key: value if value is not None else getattr(fallback, key) for key, value in values.items()})
-    return costs, len(same) or len(past), bool(same)
+    trained = {p.precision for p in past if "train_s_per_example" in p.per_unit}
+    other = None if precision in trained else ", ".join(sorted(_precision_name(t) for t in trained))
+    return Calibration(costs, len(same) or len(past), bool(same), other)
+
+
+def _precision_name(precision: str | None) -> str:
+    return {"no": "fp32", None: "an unrecorded precision"}.get(precision, str(precision))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,14 +301,17 @@ def probe_costs(config: TrainConfig, *, cached_only: bool = False) -> tuple[Cost
     try:
         train = probe.timed(train_job, cached_only=cached_only)
         infer = probe.timed(infer_job, cached_only=cached_only)
-        teacher = probe.timed(teacher_job, cached_only=cached_only) if teacher_job else (0.0, 0.0)
+        teacher = probe.timed(teacher_job, cached_only=cached_only) if teacher_job else probe.Timing(0.0, 0.0)
     except Exception:  # a probe is a nicety: fall back to the reference, never fail
         return None
     if train is None or infer is None or teacher is None:
         return None
-    costs = Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW, teacher_s_per_example=teacher[0],
-                  train_s_per_example=train[0], infer_s_per_example=infer[0], saving_s=SAVE_S)
-    return costs, train[1] + infer[1] + teacher[1]
+    # the optimiser's update is paid once per batch: spread over the run's batch size, not the probe's
+    train_s = train.per_example + train.per_step / max(config.batch_size, 1)
+    costs = Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW,
+                  teacher_s_per_example=teacher.per_example, train_s_per_example=train_s,
+                  infer_s_per_example=infer.per_example, saving_s=SAVE_S)
+    return costs, train.probe_s + infer.probe_s + teacher.probe_s
 
 
 def probe_in_background(configs: list[TrainConfig]) -> bool:
@@ -329,18 +370,22 @@ def costs_for(config: TrainConfig, root: Path | None, *, allow_probe: bool, excl
     past = past_runs(root, exclude) if past is None else past
     found = costs_from_past(config, past)
     if found is not None:
-        costs, used, exact = found
+        used = found.runs_used
         runs_word = "run" if used == 1 else "runs"
-        how = f"from {used} past {runs_word} of this shape" if exact else \
+        how = f"from {used} past {runs_word} of this shape" if found.same_shape else \
             f"from {used} past {runs_word} of other shapes, scaled by layers × hidden²"
+        if found.other_precision:
+            how += (f" (trained in {found.other_precision}; this run trains in "
+                    f"{_precision_name(run_precision(config))}, so its training time may differ)")
         crowding = contention_now()
         if crowding > 1.1:
             how += f", × {crowding:.1f} for the load other work puts on the CPUs now"
-        return scaled(costs, crowding), "past runs", f"{how} on this machine"
+        return scaled(found.costs, crowding), "past runs", f"{how} on this machine"
     probed = probe_costs(config, cached_only=not allow_probe)
     if probed is not None:
         seconds = max(round(probed[1]), 1)
-        return probed[0], "probe", f"from a {seconds}-second probe of these models on this machine"
+        timed_in = " (the student in bf16, as this run trains)" if probe.student_precision(config) == "bf16" else ""
+        return probed[0], "probe", f"from a {seconds}-second probe of these models on this machine{timed_in}"
     student, teacher = shapes_of(config)
     return reference_costs(student, teacher), "reference", \
         "from a reference throughput: no past runs, probe unavailable"

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .. import processes, specs, storage
 from ..progress import usable_cores
@@ -35,15 +35,17 @@ PROBE_ENV = "KD_ESTIMATE_PROBE"  # "0": never start a background probe (the test
 
 @dataclass(frozen=True)
 class Job:
-    """One model to time: its config.json, the batch and length, and whether a backward pass is included."""
+    """One model to time: its config.json, the batch and length, whether a backward pass is included, and the
+    precision it runs in ("no" = fp32, or "bf16": autocast, as Accelerate runs the student's forward)."""
     raw: dict
     batch: int
     length: int
     backward: bool
+    precision: str = "no"
 
     def key(self) -> str:
         return "|".join(str(x) for x in (sorted(self.raw.items()), self.batch, self.length, self.backward,
-                                         usable_cores()))
+                                         usable_cores(), self.precision))
 
 
 def model_config(spec: str | None, teacher: str | None) -> dict | None:
@@ -80,9 +82,23 @@ def jobs_for(config: TrainConfig) -> tuple[Job, Job, Job | None] | None:
         return None
     length = typical_length(config)
     infer_batch = min(config.eval_batch_size, PROBE_BATCH)
-    return (Job(student_raw, min(config.batch_size, PROBE_BATCH), length, True),
-            Job(student_raw, infer_batch, length, False),
+    precision = student_precision(config)
+    # The teacher's logit pass and its test scoring run in fp32 whatever the training precision.
+    return (Job(student_raw, min(config.batch_size, PROBE_BATCH), length, True, precision),
+            Job(student_raw, infer_batch, length, False, precision),
             Job(teacher_raw, infer_batch, length, False) if teacher_raw else None)
+
+
+def student_precision(config: TrainConfig) -> str:
+    """The precision the run will train (and validate) its student in on this machine, as the probe can time
+    it: bf16 autocast where ``auto`` resolves to it (a CPU with AVX512-BF16/AMX: ~1.5x faster steps, so an
+    fp32 probe would overstate the run), else fp32. The probe runs on the CPU, so on a CUDA machine it times
+    fp32 (its figure is the CPU's, not the GPU's, either way)."""
+    from .. import hardware
+
+    if hardware.detect().device != "cpu":
+        return "no"
+    return "bf16" if hardware.training_precision(config.mixed_precision).resolved == "bf16" else "no"
 
 
 def typical_length(config: TrainConfig) -> int:
@@ -91,8 +107,6 @@ def typical_length(config: TrainConfig) -> int:
 
 
 def _time_it(fn, repeats: int, budget_s: float) -> float:
-    import time
-
     fn()  # warm-up: first calls allocate
     times: list[float] = []
     while len(times) < repeats and sum(times) < budget_s:
@@ -102,8 +116,44 @@ def _time_it(fn, repeats: int, budget_s: float) -> float:
     return statistics.median(times)
 
 
-def _probe_model(raw: dict, batch: int, length: int, *, backward: bool) -> float:
-    """Seconds of one forward (+ backward) of a randomly initialised model of that architecture."""
+class Timing(NamedTuple):
+    """A probed model: seconds per example of its forward (+ backward), seconds per optimiser update (clip +
+    AdamW step over every weight, paid once per batch whatever its size; 0 for inference), and how long the
+    probe took."""
+    per_example: float
+    probe_s: float
+    per_step: float = 0.0
+
+
+def _probe_model(raw: dict, batch: int, length: int, *, backward: bool, precision: str = "no"
+                 ) -> tuple[float, float]:
+    """(seconds of one forward (+ backward), seconds of one optimiser update or 0) of a randomly initialised
+    model of that architecture, the forward under bf16 autocast when ``precision`` is "bf16" (the backward and
+    the update outside it, as in training)."""
+    import torch
+
+    model, inputs = _random_model(raw, batch, length)
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    if not backward:
+        model.eval()
+
+        def forward() -> None:
+            with torch.inference_mode(), autocast():
+                model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        return _time_it(forward, 2, 2.0), 0.0
+    model.train()
+
+    def forward_backward() -> None:
+        with autocast():
+            loss = model(**inputs).loss
+        loss.backward()
+    return _time_training(model, forward_backward)
+
+
+def _random_model(raw: dict, batch: int, length: int):
+    """A sequence classifier of that config.json with random weights, and a synthetic batch for it."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -113,42 +163,53 @@ def _probe_model(raw: dict, batch: int, length: int, *, backward: bool) -> float
     model = AutoModelForSequenceClassification.from_config(config)
     vocab = int(getattr(config, "vocab_size", 1000))
     ids = torch.randint(5, max(vocab - 1, 6), (batch, length))
-    mask = torch.ones_like(ids)
-    labels = torch.zeros(batch, dtype=torch.long)
-    if backward:
-        model.train()
-
-        def step() -> None:
-            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-            model.zero_grad(set_to_none=True)
-        return _time_it(step, 2, 3.0)
-    model.eval()
-
-    def forward() -> None:
-        with torch.inference_mode():
-            model(input_ids=ids, attention_mask=mask)
-    return _time_it(forward, 2, 2.0)
+    return model, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                   "labels": torch.zeros(batch, dtype=torch.long)}
 
 
-def timed(job: Job, *, cached_only: bool = False) -> tuple[float, float] | None:
-    """(seconds per example, seconds the probe took) of one model, from the probe cache or timed now."""
-    import time
+def _time_training(model, forward_backward) -> tuple[float, float]:
+    """(seconds of ``forward_backward``, seconds of the update after it: clip + AdamW step, as
+    train._optimizer_and_schedule builds the optimiser), timed apart because the update is paid once per batch
+    whatever the batch size, and the probe's batch is smaller than a run's."""
+    import torch
 
-    raw, batch, length, backward = job.raw, job.batch, job.length, job.backward
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    updates: list[float] = []
+
+    def update() -> None:
+        forward_backward()  # gradients to update with; only the update below is timed
+        start = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        updates.append(time.perf_counter() - start)
+
+    update()  # warm-up: the optimiser's state is allocated on its first step
+    updates.clear()
+    seconds = _time_it(lambda: (forward_backward(), model.zero_grad(set_to_none=True)), 2, 3.0)
+    for _ in range(2):
+        update()
+    return seconds, statistics.median(updates)
+
+
+def timed(job: Job, *, cached_only: bool = False) -> Timing | None:
+    """A model's Timing, from the probe cache or timed now."""
     key = job.key()
     cache = storage.read_json(_probe_path(), {})
     cache = cache if isinstance(cache, dict) else {}
     if isinstance(cache.get(key), list):
-        return float(cache[key][0]), float(cache[key][1])
+        return Timing(*(float(value) for value in cache[key][:3]))
     if cached_only:
         return None
     start = time.perf_counter()
-    per_example = _probe_model(raw, batch, length, backward=backward) / batch
-    cache[key] = [per_example, time.perf_counter() - start]
+    seconds, per_step = _probe_model(job.raw, job.batch, job.length, backward=job.backward,
+                                     precision=job.precision)
+    found = Timing(seconds / job.batch, time.perf_counter() - start, per_step)
+    cache[key] = list(found)
     with contextlib.suppress(OSError):  # an unwritable cache only means probing again next time
         _probe_path().parent.mkdir(parents=True, exist_ok=True)
         storage.write_json_atomic(_probe_path(), cache)
-    return per_example, cache[key][1]
+    return found
 
 
 def _probe_path() -> Path:
