@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from _common import REPO, RESULTS, read_result
+from report_estimate import section_estimate_accuracy
 from report_format import f, pct, provenance, table, verdict
 from report_memory import (
     section_bf16_padding,
@@ -433,6 +434,7 @@ def build(results: dict[str, dict | None]) -> str:
         section_precision_step(results["precision_step"]),
         section_bf16_accuracy(results["bf16_accuracy"]),
         section_teacher_pass(results["teacher_pass_ab"]),
+        section_estimate_accuracy(results["estimate_accuracy"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
     return "\n".join(part for part in parts if part)  # a section not measured yet may be left out ("")
@@ -442,7 +444,7 @@ NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accu
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
          "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
-         "tcmalloc_fp32_ab", "teacher_pass_ab")
+         "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy")
 
 
 def section_compile(result: dict | None) -> str:

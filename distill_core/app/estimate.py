@@ -30,7 +30,9 @@ from . import probe
 # layers dominate at these lengths); inference is ~3x cheaper than a training step (no backward pass).
 REF_SAMPLES_PER_S, REF_LAYERS, REF_HIDDEN = 26.0, 6, 384
 MAX_SAMPLES_PER_S = 600.0          # tiny models are bound by per-batch overheads, not by FLOPs
-STARTUP_S = 20.0                   # worker start: imports, model loading (no past run measured it)
+# Start-up before the first phase when no past run measured it: a dashboard worker's "preparing" (spawn, imports,
+# data and models loaded) took 6-7 s here, a foreground CLI distillation ~9 s outside its phases (BENCHMARKS.md 11).
+STARTUP_S = 8.0
 SAVE_S = 1.0                       # writing a small model and its checkpoint
 TOKENISE_S_PER_ROW = 2e-4
 LONG_RUN_S = 3 * 3600              # an estimate over this gets a warning before Start
