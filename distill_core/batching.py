@@ -117,6 +117,16 @@ def padding_for_run(config: TrainConfig) -> tuple[int, str]:
     return multiple, f"auto: the run trains in {'fp32' if precision == 'no' else precision}"
 
 
+def padding_for_fp32_pass(config: TrainConfig) -> int:
+    """The multiple of the run's fp32 passes: the teacher's logits and the test scoring of the saved model run in
+    fp32 whatever the training precision, so "auto" pads them as fp32 (rounding up to 16 made the teacher's pass
+    over 2,000 AG News rows ~12% slower in fp32 here and saves nothing there: BENCHMARKS.md 4i); a multiple the
+    user asked for applies to every pass."""
+    if config.pad_to_multiple_of is not None:
+        return config.pad_to_multiple_of
+    return auto_padding_multiple("no")
+
+
 class Collator:
     """Pads each batch to its longest row (rounded up to ``pad_to_multiple_of`` tokens, capped at ``max_length``)
     and carries `labels`, `example_id` and cached teacher logits.
@@ -134,8 +144,14 @@ class Collator:
 
     @classmethod
     def for_run(cls, tokenizer, config: TrainConfig) -> Collator:
-        """The collator of a run's training, teacher and evaluation passes: its padding multiple and max length."""
+        """The collator of a run's training and validation passes (in the training precision): its padding multiple
+        and max length."""
         return cls(tokenizer, padding_for_run(config)[0], config.data.max_length)
+
+    @classmethod
+    def for_fp32_pass(cls, tokenizer, config: TrainConfig) -> Collator:
+        """The collator of a run's fp32 passes: the teacher's logits and the saved model's test scoring."""
+        return cls(tokenizer, padding_for_fp32_pass(config), config.data.max_length)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch

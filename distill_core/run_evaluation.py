@@ -24,7 +24,7 @@ def evaluate_run(prepared: Prepared, run_dir: Path, on_event: EventHandler) -> d
     model = AutoModelForSequenceClassification.from_pretrained(runs.model_dir(run_dir), use_safetensors=True)
     tokenized = tokenize_splits(prepared.data, prepared.tokenizer, prepared.config.data.max_length)["test"]
     labels = np.asarray(test["label"])
-    logits = predict_logits(model, tokenized, Collator.for_run(prepared.tokenizer, prepared.config),
+    logits = predict_logits(model, tokenized, Collator.for_fp32_pass(prepared.tokenizer, prepared.config),
                             batch_size=prepared.config.eval_batch_size,
                             on_progress=lambda d, t: on_event({"kind": "eval_progress", "done": d, "total": t}))
     preds = logits.argmax(-1)

@@ -137,7 +137,7 @@ def _compute(prepared: Prepared, dataset, wanted: set[str], split: str, on_event
     def progress(done: int, total: int) -> None:
         on_event({"kind": "teacher_progress", "split": split, "done": done, "total": total})
 
-    collate = Collator.for_run(prepared.teacher_tokenizer, prepared.config)
+    collate = Collator.for_fp32_pass(prepared.teacher_tokenizer, prepared.config)
     logits = predict_logits(teacher_for(prepared), tokenized, collate, batch_size=prepared.config.eval_batch_size,
                             on_progress=progress)
     return dict(zip(tokenized["example_id"], logits, strict=True))

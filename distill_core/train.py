@@ -26,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from . import checkpoints, hardware, loop, progress, run_evaluation, runs, teacher_cache
-from .batching import Collator, LengthGroupedBatchSampler, TrainRows, padding_for_run, tokenize_rows, tokenize_splits
+from .batching import (
+    Collator,
+    LengthGroupedBatchSampler,
+    TrainRows,
+    padding_for_fp32_pass,
+    padding_for_run,
+    tokenize_rows,
+    tokenize_splits,
+)
 from .config import TrainConfig, config_to_dict
 from .data import LoadedData, load_data
 from .errors import UserError
@@ -153,7 +161,8 @@ def run_record(prepared: Prepared) -> dict[str, Any]:
 
 def _padding_record(config: TrainConfig) -> dict[str, Any]:
     multiple, reason = padding_for_run(config)
-    return {"pad_to_multiple_of": multiple, "pad_to_multiple_of_reason": reason}
+    return {"pad_to_multiple_of": multiple, "pad_to_multiple_of_reason": reason,
+            "pad_to_multiple_of_fp32_passes": padding_for_fp32_pass(config)}
 
 
 def make_accelerator(mixed_precision: str = "auto"):

@@ -15,6 +15,7 @@ from distill_core.batching import (
     LengthGroupedBatchSampler,
     auto_padding_multiple,
     padded_length,
+    padding_for_fp32_pass,
     padding_for_run,
     tokenize_splits,
 )
@@ -319,6 +320,22 @@ def test_a_runs_padding_is_auto_unless_asked_and_says_why():
     # bf16 asked for resolves to bf16 on any CPU (slow where emulated), so auto pads to 16 whatever this machine is
     assert padding_for_run(run(mixed_precision="bf16")) == (16, "auto: the run trains in bf16")
     assert run().pad_to_multiple_of is None  # the default is auto
+
+
+def test_the_fp32_passes_of_a_bf16_run_pad_as_fp32_unless_a_multiple_was_asked_for(tokenizer):
+    """The teacher's logits and the test scoring run in fp32 in every run: auto pads them to the longest row;
+    a multiple the user set applies to every pass."""
+    def run(**settings):
+        return TrainConfig(mode="distill", student="m", teacher="t", data=DataConfig(source="d", max_length=64),
+                           **settings)
+
+    assert padding_for_run(run(mixed_precision="bf16"))[0] == 16
+    assert padding_for_fp32_pass(run(mixed_precision="bf16")) == 1
+    assert padding_for_fp32_pass(run(mixed_precision="bf16", pad_to_multiple_of=8)) == 8
+    rows = [{"input_ids": tokenizer(text)["input_ids"]} for text in ("a short one", "a little longer text here")]
+    longest = max(len(row["input_ids"]) for row in rows)
+    assert Collator.for_fp32_pass(tokenizer, run(mixed_precision="bf16"))(rows)["input_ids"].shape[1] == longest
+    assert Collator.for_run(tokenizer, run(mixed_precision="bf16"))(rows)["input_ids"].shape[1] == 16
 
 
 def test_tokenisation_cache_is_keyed_by_max_length(tiny_data_dir, tokenizer):
