@@ -170,6 +170,10 @@ def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dic
     test_start = next(m["t"] for m in marks if m["kind"] == "phase" and m.get("phase") == TEST_PHASE)
     after_save = by_kind["exit"]["t"] - test_start  # test scoring + exit: after the model was saved
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    phases: dict[str, float] = {}
+    for row in metrics:
+        if row.get("kind") == "phase_end":
+            phases[row["phase"]] = round(phases.get(row["phase"], 0.0) + float(row["seconds"]), 1)
     epochs = [m for m in metrics if m.get("kind") == "epoch"]
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     valid = [m["valid_accuracy"] for m in epochs]
@@ -177,6 +181,7 @@ def run_kd_studio(args: argparse.Namespace, work: Path, tag: str, extra_env: dic
     return {
         "wall_s": child["wall_s"], "to_saved_model_s": child["wall_s"] - after_save,
         "train_s": test_start - by_kind["fit_start"]["t"],
+        "phases_s": phases,  # the run's own phase timer (phase_end rows of metrics.jsonl), summed per phase
         "valid_accuracy_per_epoch": valid, "valid_accuracy": max(valid),  # model/ holds the best epoch
         "test_accuracy": tested["accuracy"], "test_rows": tested["n_examples"],
         "allocator": json.loads((run_dir / "status.json").read_text(encoding="utf-8")).get("allocator"),

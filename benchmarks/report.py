@@ -21,7 +21,12 @@ from report_memory import (
     section_tcmalloc,
     section_tcmalloc_fp32,
 )
-from report_precision import section_bf16_accuracy, section_precision_step, section_teacher_pass
+from report_precision import (
+    section_bf16_accuracy,
+    section_fp32_pass_padding,
+    section_precision_step,
+    section_teacher_pass,
+)
 from report_students import section_students
 
 TRAIN_TARGET = 3.0          # end-to-end training speed-up over the seed loop, at equal or better accuracy
@@ -434,6 +439,7 @@ def build(results: dict[str, dict | None]) -> str:
         section_precision_step(results["precision_step"]),
         section_bf16_accuracy(results["bf16_accuracy"]),
         section_teacher_pass(results["teacher_pass_ab"]),
+        section_fp32_pass_padding(results["fp32_pass_padding_ab"]),
         section_estimate_accuracy(results["estimate_accuracy"]),
     ]
     parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
@@ -444,7 +450,8 @@ NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accu
          "serving_peers", "quickstart", "better_students", "peers_train_quiet", "compile_step", "allocator_ab",
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
          "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
-         "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy")
+         "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy",
+         "fp32_pass_padding_ab")
 
 
 def section_compile(result: dict | None) -> str:

@@ -208,9 +208,12 @@ def section_step_memory(steps: dict[str, Any] | None) -> str:
                              "trained weights"], body) + "\n", provenance(steps) + "\n"])
 
 
-SECTION_7_WORK = ("Section 7's work (`truncate:3` from the MiniLM teacher, 2,000 train / 2,000 validation and test "
-                  "rows, 2 epochs, batch 32, 2 threads, fresh teacher-logit cache each run), variants interleaved over "
-                  "2 rounds, round r with seed 42 + r - 1. Peak RSS is `os.wait4`'s ru_maxrss.")
+def section_7_work(result: dict[str, Any]) -> str:
+    """The work every A/B of section 7's distillation ran, and how its rounds were seeded."""
+    return ("Section 7's work (`truncate:3` from the MiniLM teacher, 2,000 train / 2,000 validation and test rows, "
+            "2 epochs, batch 32, 2 threads, fresh teacher-logit cache each run), variants interleaved over "
+            f"{result['settings']['rounds']} rounds, round r with seed 42 + r - 1. Peak RSS is `os.wait4`'s "
+            "ru_maxrss.")
 PADDING_NAMES = {"kd_studio": "bf16 (auto), batches padded to a multiple of 16 (auto under bf16: today's default)",
                  "kd_studio_pad1": "bf16 (auto), each batch to its longest row (`--pad-to-multiple-of 1`)",
                  "kd_studio_fp32": "fp32 (`--mixed-precision no`; auto padding is then 1)"}
@@ -226,7 +229,7 @@ def _ab_section(title: str, result: dict[str, Any] | None, variants: dict[str, s
     if not result:
         return title + (f"\n_Not measured yet: `python benchmarks/peers_train.py --variants {' '.join(variants)} "
                         f"--rounds 2 --seed-per-round --name NAME`._\n")
-    return "\n".join([title, f"{SECTION_7_WORK} {why}\n", *_ab_tables(result, variants, base, base_words)])
+    return "\n".join([title, f"{section_7_work(result)} {why}\n", *_ab_tables(result, variants, base, base_words)])
 
 
 def section_bf16_padding(result: dict[str, Any] | None) -> str:

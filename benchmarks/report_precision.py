@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from report_format import f, provenance, table
-from report_memory import SECTION_7_WORK, _ab_tables
+from report_memory import _ab_tables, section_7_work
 
 
 def section_precision_step(result: dict[str, Any] | None) -> str:
@@ -86,8 +86,8 @@ def section_teacher_pass(result: dict[str, Any] | None) -> str:
     if not result:
         return title + "\n_Not measured yet: see `benchmarks/merge_versions.py`._\n"
     out = [title, (
-        f"{SECTION_7_WORK} The two versions differ only in the precision of the teacher's pass over the training "
-        "rows (the KD targets, `distill_core/teacher_cache.py`); there is no switch for it, so each round ran "
+        f"{section_7_work(result)} The two versions differ only in the precision of the teacher's pass over the "
+        "training rows (the KD targets, `distill_core/teacher_cache.py`); there is no switch for it, so each round ran "
         "`peers_train.py --variants kd_studio --rounds 1` from a clone of each version in turn. The test split's "
         "teacher pass (the teacher accuracy a run reports) is fp32 in both.\n"),
         *_ab_tables(result, TEACHER_PASS_NAMES, "kd_studio_teacher_fp32", "the fp32 teacher pass")]
@@ -102,5 +102,38 @@ def section_teacher_pass(result: dict[str, Any] | None) -> str:
         out.append("Verdict: not kept. Under bf16 autocast the teacher's pass itself takes about half the time, but "
                    "the training epochs that follow it in the same process run slower by nearly as much, so the run "
                    "to a saved model is no faster beyond the noise, while its KD targets carry bf16 rounding. The "
-                   "slowdown follows on glibc's malloc too, so it is not tcmalloc's; its cause was not found.\n")
+                   "slowdown follows on glibc's malloc too, so it is not tcmalloc's; its cause was not found. "
+                   "Measured again over three rounds in 10e, the slowdown did not recur, and the bf16 pass became "
+                   "the default there.\n")
     return "\n".join(out)
+
+
+FP32_PASS_NAMES = {"kd_studio_pad16_passes": "before: a bf16 run padded every pass to 16; the teacher's pass in fp32",
+                   "kd_studio_fp32_passes_padded": "its fp32 passes (teacher's logits, test scoring) padded as fp32",
+                   "kd_studio": "and the teacher's training-rows pass under bf16 autocast (today's default)"}
+
+
+def section_fp32_pass_padding(result: dict[str, Any] | None) -> str:
+    """Issue 11: a bf16 run's fp32 passes padded to their longest row instead of 16, and once more the teacher's
+    training-rows pass under bf16 autocast (three code versions interleaved: benchmarks/merge_versions.py)."""
+    title = "## 10e. A bf16 run's fp32 passes padded as fp32, and the teacher's pass in bf16 again (A/B/C)\n"
+    if not result:
+        return title + "\n_Not measured yet: see `benchmarks/merge_versions.py`._\n"
+    body = []
+    for name, rows in result["runs"].items():
+        for row in rows:
+            phases = row.get("phases_s", {})
+            body.append([FP32_PASS_NAMES.get(name, name), row.get("round"),
+                         *(f(phases.get(phase), 1) for phase in (*PHASES_SHOWN, "test_evaluation"))])
+    return "\n".join([title, (
+        f"{section_7_work(result)} Three versions, run in turn from a clone of each (the order rotated per round): the "
+        "version before, where a bf16 run padded its fp32 passes (the teacher's logits over the training and test "
+        "rows, the saved model's test scoring) to 16 tokens like its bf16 training; the second, where those "
+        "fp32 passes pad each batch to its longest row (`batching.padding_for_fp32_pass`); and that version with "
+        "the teacher's training-rows pass under bf16 autocast, padded to 16 like the run's other bf16 passes "
+        "(`teacher_cache.pass_precision`; tried before in 10d). The test split's teacher pass, whose logits give "
+        "the teacher accuracy a run reports, is fp32 in all three.\n"),
+        *_ab_tables(result, FP32_PASS_NAMES, "kd_studio_pad16_passes", "the version before"),
+        "Seconds per phase (each run's `phase_end` rows):\n",
+        table(["version", "round", *PHASES_SHOWN, "test_evaluation"], body) + "\n",
+        *([f"Verdict: {result['verdict']}\n"] if result.get("verdict") else [])])

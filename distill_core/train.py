@@ -155,8 +155,16 @@ def run_record(prepared: Prepared) -> dict[str, Any]:
                             "label_names": prepared.data.label_names,
                             "split_sizes": {k: len(v) for k, v in prepared.data.splits.items()},
                             **hardware.training_precision(prepared.config.mixed_precision).as_record(),
-                            **_padding_record(prepared.config), **prepared.notes}
+                            **_padding_record(prepared.config), **_teacher_pass_record(prepared),
+                            **prepared.notes}
     return record
+
+
+def _teacher_pass_record(prepared: Prepared) -> dict[str, Any]:
+    """The precision of the teacher's pass over the training rows (the KD targets); the test split's is fp32."""
+    if prepared.teacher_key is None:
+        return {}
+    return {"teacher_logits_precision": teacher_cache.pass_precision(prepared.config)}
 
 
 def _padding_record(config: TrainConfig) -> dict[str, Any]:

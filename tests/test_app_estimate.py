@@ -50,15 +50,15 @@ def past(name: str, precision: str | None, train_s: float, teacher_s: float = 0.
 
 
 def test_past_runs_calibrate_the_training_of_a_run_in_their_own_precision():
-    """bf16 autocast made the student's steps ~1.5x faster here: an fp32 run's cost is not a bf16 run's. The
-    teacher's logit pass is fp32 in every run, so every run calibrates it."""
-    measured = [past("fp32", "no", 0.030, teacher_s=0.010), past("bf16", "bf16", 0.020, teacher_s=0.014)]
-    for asked, train_s in (("no", 0.030), ("bf16", 0.020)):
+    """bf16 autocast made the student's steps ~1.5x and the teacher's pass over the training rows ~2x faster
+    here: an fp32 run's costs are not a bf16 run's."""
+    measured = [past("fp32", "no", 0.030, teacher_s=0.010), past("bf16", "bf16", 0.020, teacher_s=0.005)]
+    for asked, train_s, teacher_s in (("no", 0.030, 0.010), ("bf16", 0.020, 0.005)):
         found = estimate.costs_from_past(distill_config(mixed_precision=asked), measured)
         assert found is not None and found.other_precision is None
         assert found.costs.train_s_per_example == pytest.approx(train_s)
         assert found.costs.infer_s_per_example == pytest.approx(train_s / 3)
-        assert found.costs.teacher_s_per_example == pytest.approx(0.012)  # the median over both
+        assert found.costs.teacher_s_per_example == pytest.approx(teacher_s)
 
 
 def test_an_estimate_from_runs_of_another_precision_says_so():
@@ -78,7 +78,26 @@ def test_a_past_run_records_the_precision_it_trained_in(tmp_path):
     record = {"mode": "distill", "student": "x", "provenance": {"mixed_precision": "bf16"}}
     run_dir = runs.create_run(tmp_path, "bf16-run", record)
     runs.append_metric(run_dir, {"kind": "phase_end", "phase": "training", "seconds": 4.0, "count": 100})
+    runs.append_metric(run_dir, {"kind": "phase_end", "phase": "test_evaluation", "seconds": 3.0, "count": 50})
     runs.set_status(run_dir, "done")
     found = estimate.past_run(run_dir)
     assert found is not None and found.precision == "bf16"
     assert found.per_unit["train_s_per_example"] == pytest.approx(0.04)
+    assert found.per_unit["test_s_per_example"] == pytest.approx(0.06)
+
+
+def test_the_test_scoring_is_calibrated_by_runs_of_the_same_pair_only():
+    """The saved model's test scoring runs in fp32 (with the teacher's test pass): its own unit, not validation's
+    bf16 cost; a run of another pair does not answer for it."""
+    config = distill_config(mixed_precision="bf16", epochs=1)
+    student, teacher = estimate.shapes_of(config)
+    costs = {"train_s_per_example": 0.02, "infer_s_per_example": 0.004, "teacher_s_per_example": 0.01,
+             "test_s_per_example": 0.03}
+    same = estimate.PastRun("same", "distill", student, teacher, costs, "bf16")
+    deeper = (2 * student[0], student[1])  # twice the layers: its student costs scale down by half
+    other = estimate.PastRun("other", "distill", deeper, teacher, {**costs, "test_s_per_example": 0.005}, "bf16")
+    told = estimate.costs_from_past(config, [same, other])
+    assert told is not None and told.costs.test_s_per_example == pytest.approx(0.03)
+    assert estimate.plan(config, (100, 10, 20), told.costs).seconds["test_evaluation"] == pytest.approx(20 * 0.03)
+    told = estimate.costs_from_past(config, [other])  # validation's cost, scaled, plus the teacher's pass
+    assert told is not None and told.costs.test_s_per_example == pytest.approx(0.004 / 2 + 0.01)

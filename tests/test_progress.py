@@ -245,20 +245,28 @@ def test_calibration_divides_out_the_load_a_past_run_met(tmp_path):
     assert past.per_unit["train_s_per_example"] == pytest.approx((40.0 / 4 + 40.0) / 20)
 
 
-def test_the_probe_times_the_student_in_the_precision_the_run_trains_in(tmp_path, tiny_teacher_dir,
-                                                                          one_torch_thread, monkeypatch):
-    """On a CPU, bf16 (asked for, or auto on a CPU with native bf16) is timed under bf16 autocast and cached
-    apart from fp32; the teacher's pass stays fp32 (the run's logit pass and test scoring are fp32)."""
+def test_the_probe_times_each_pass_in_the_precision_the_run_gives_it(tmp_path, tiny_teacher_dir, one_torch_thread,
+                                                                     monkeypatch):
+    """On a CPU with native bf16 (simulated: the flags decide, the arithmetic runs on any CPU) a bf16 run's
+    student steps, validation and teacher pass over the training rows are timed under bf16 autocast, cached apart
+    from fp32; its test scoring (the saved student, the teacher's test pass) is timed in fp32."""
+    from distill_core import hardware
     from distill_core.app import probe
 
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(hardware, "detect", lambda: hardware.Hardware(
+        "cpu", cpu_flags=frozenset({"avx2", "avx512f", "avx512_bf16"}), cpu_capability="AVX512"))
     fp32_jobs = probe.jobs_for(tiny_config(tmp_path, tiny_teacher_dir, mixed_precision="no"))
     bf16_jobs = probe.jobs_for(tiny_config(tmp_path, tiny_teacher_dir, mixed_precision="bf16"))
     assert fp32_jobs is not None and bf16_jobs is not None
-    assert [job.precision for job in fp32_jobs if job] == ["no", "no", "no"]
-    assert [job.precision for job in bf16_jobs if job] == ["bf16", "bf16", "no"]
-    step = probe.timed(bf16_jobs[0])
+    assert [job.precision for job in fp32_jobs if job] == ["no"] * 5
+    assert [job.precision for job in bf16_jobs if job] == ["bf16", "bf16", "no", "bf16", "no"]
+    assert bf16_jobs.test == fp32_jobs.infer and bf16_jobs.teacher_test == fp32_jobs.teacher  # shared timings
+    step = probe.timed(bf16_jobs.train)
     assert step is not None and step.per_example > 0 and step.per_step > 0  # the AdamW update, timed apart
-    assert probe.pending([fp32_jobs[0]]) == [fp32_jobs[0]]  # a bf16 timing never answers for fp32
-    assert probe.timed(bf16_jobs[0], cached_only=True) == step
-    assert bf16_jobs[2] == fp32_jobs[2]  # one teacher timing serves both
+    assert probe.pending([fp32_jobs.train]) == [fp32_jobs.train]  # a bf16 timing never answers for fp32
+    assert probe.timed(bf16_jobs.train, cached_only=True) == step
+    costs, _ = estimate.probe_costs(tiny_config(tmp_path, tiny_teacher_dir, mixed_precision="bf16"))
+    timed = {name: probe.timed(job, cached_only=True) for name, job in bf16_jobs._asdict().items()}
+    assert costs.teacher_s_per_example == timed["teacher"].per_example
+    assert costs.test_s_per_example == timed["test"].per_example + timed["teacher_test"].per_example

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distill_core import loop, runs, storage, train
@@ -185,6 +186,37 @@ def test_same_seed_gives_identical_metrics_and_reuses_teacher_logits(root, disti
         assert without_timing(rows(second_dir, kind)) == without_timing(rows(first_dir, kind))
     first_eval, second_eval = (storage.read_json(runs.eval_path(d)) for d in (first_dir, second_dir))
     assert first_eval["student"]["confusion_matrix"] == second_eval["student"]["confusion_matrix"]
+
+
+def test_a_bf16_run_takes_its_kd_targets_in_bf16_and_its_teacher_accuracy_in_fp32(root, finetuned, tiny_data_dir,
+                                                                                   monkeypatch):
+    """On a CPU with native bf16 (simulated: the flags decide, the arithmetic runs on any CPU) a run that trains in
+    bf16 runs the teacher over its training rows under bf16 autocast and caches those logits apart from fp32's; the
+    test split's pass stays fp32, so both runs report the same teacher accuracy, from one fp32 pass."""
+    from distill_core import hardware
+
+    monkeypatch.setattr(hardware, "detect", lambda: hardware.Hardware(
+        "cpu", cpu_flags=frozenset({"avx2", "avx512f", "avx512_bf16"}), cpu_capability="AVX512"))
+    data = DataConfig(source=str(tiny_data_dir), max_length=24)  # a cache file of its own: no other test's logits
+    made = [run(root, f"kd-targets-{precision}", distill_config(data, finetuned[0], mixed_precision=precision,
+                                                                 epochs=1, max_steps=2))
+            for precision in ("no", "bf16")]
+    assert [storage.read_json(d / runs.CONFIG_FILE)["provenance"]["teacher_logits_precision"]
+            for d, _, _ in made] == ["fp32", "bf16"]
+    assert [len(teacher_phases(events)) for _, _, events in made] == [2, 1]  # the bf16 run reused the fp32 test pass
+    folder = cache_root() / "teacher_logits"
+    (fp32_file,) = list(folder.glob("*-len24.npz"))
+    (bf16_file,) = list(folder.glob("*-len24-bf16.npz"))
+    assert bf16_file.name == fp32_file.name.replace(".npz", "-bf16.npz")
+    with np.load(fp32_file) as fp32, np.load(bf16_file) as bf16:
+        fp32_logits = dict(zip(fp32["ids"].tolist(), fp32["logits"], strict=True))
+        bf16_logits = dict(zip(bf16["ids"].tolist(), bf16["logits"], strict=True))
+    assert bf16_logits.keys() < fp32_logits.keys()  # training rows only; fp32 also holds the test split's
+    pairs = np.stack([(bf16_logits[i], fp32_logits[i]) for i in bf16_logits])
+    assert not np.array_equal(pairs[:, 0], pairs[:, 1])  # bf16 ran
+    assert np.abs(pairs[:, 0] - pairs[:, 1]).max() < 0.05 * np.abs(pairs[:, 1]).max()  # bf16's rounding only
+    fp32_eval, bf16_eval = (storage.read_json(runs.eval_path(d)) for d, _, _ in made)
+    assert fp32_eval["teacher"]["accuracy"] == bf16_eval["teacher"]["accuracy"]
 
 
 def test_alpha_1_distillation_is_label_only_training(root, finetuned, data_config):

@@ -149,7 +149,9 @@ def test_a_distillation_learns_from_transfer_text_and_caches_its_teacher_logits(
 
     prepared = train.prepare(config)
     assert prepared.transfer is not None and prepared.teacher_key is not None
-    cached = teacher_cache.lookup(prepared.teacher_key, list(prepared.transfer.rows["example_id"]), 24)
+    # (in the file of the precision this machine gives the run's teacher pass: bf16 where the CPU has it natively)
+    cached = teacher_cache.lookup(prepared.teacher_key, list(prepared.transfer.rows["example_id"]), 24,
+                                  precision=facts["teacher_logits_precision"])
     assert cached is not None and cached.shape == (facts["transfer_rows"], 4)
     # The same rows again: every teacher logit comes from the cache, so no teacher pass runs.
     _, again = _run(tmp_path, "kd-transfer-again", config)

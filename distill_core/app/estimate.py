@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,9 @@ class Costs:
     tokenise_s_per_row: float
     teacher_s_per_example: float
     train_s_per_example: float
-    infer_s_per_example: float     # validation and test evaluation (student forward)
+    infer_s_per_example: float     # validation (student forward, in the training precision)
     saving_s: float                # per epoch
+    test_s_per_example: float      # test evaluation: the saved student in fp32 (+ the teacher's test pass)
 
 
 def _flops(shape: tuple[int, int] | None) -> float:
@@ -82,11 +83,15 @@ def _flops(shape: tuple[int, int] | None) -> float:
     return float(max(layers * hidden ** 2, 1))
 
 
-def reference_costs(student: tuple[int, int] | None, teacher: tuple[int, int] | None) -> Costs:
+def reference_costs(config: TrainConfig) -> Costs:
+    """Costs from the reference throughput, scaled to the config's shapes (an unknown teacher counts as BERT-base)."""
+    student, teacher = shapes_of(config)
     train_rate = train_samples_per_s(student)
-    return Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW,
-                 teacher_s_per_example=1 / (3 * train_samples_per_s(teacher)),
-                 train_s_per_example=1 / train_rate, infer_s_per_example=1 / (3 * train_rate), saving_s=SAVE_S)
+    teacher_s = 1 / (3 * train_samples_per_s(teacher))
+    test_teacher_s = teacher_s if config.mode == "distill" and config.teacher else 0.0
+    return Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW, teacher_s_per_example=teacher_s,
+                 train_s_per_example=1 / train_rate, infer_s_per_example=1 / (3 * train_rate), saving_s=SAVE_S,
+                 test_s_per_example=1 / (3 * train_rate) + test_teacher_s)
 
 
 def spec_shape(spec: str | None, teacher: str | None = None) -> tuple[int, int] | None:
@@ -168,7 +173,8 @@ def past_run(run_dir: Path) -> PastRun | None:
         isinstance(config.get(weight), (int, float)) and config[weight] > 0
         for weight in ("hidden_weight", "attention_weight", "cosine_weight"))
     for phase, key in (("tokenising", "tokenise_s_per_row"), ("teacher_logits", "teacher_s_per_example"),
-                       ("training", "train_s_per_example"), ("validation", "infer_s_per_example")):
+                       ("training", "train_s_per_example"), ("validation", "infer_s_per_example"),
+                       ("test_evaluation", "test_s_per_example")):
         seconds, count, _ = totals.get(phase, (0.0, 0.0, 0.0))
         if count and not (phase == "training" and layer_terms):
             per_unit[key] = seconds / count
@@ -204,10 +210,12 @@ def scaled(costs: Costs, factor: float) -> Costs:
 
 # which model's shape decides the cost of each unit
 _DECIDED_BY = {"preparing_s": "both", "tokenise_s_per_row": None, "teacher_s_per_example": "teacher",
-               "train_s_per_example": "student", "infer_s_per_example": "student", "saving_s": "student"}
+               "train_s_per_example": "student", "infer_s_per_example": "student", "saving_s": "student",
+               "test_s_per_example": "both"}  # taken only from runs of the same pair (costs_from_past)
 # the units that run in the training precision (the student's steps and validation: bf16 autocast ran them
-# ~1.5-2x faster than fp32 on an AVX512-BF16 CPU); the teacher's logit pass is fp32 in every run
-_BY_PRECISION = ("train_s_per_example", "infer_s_per_example")
+# ~1.5-2x faster than fp32 on an AVX512-BF16 CPU; the teacher's pass over the training rows, bf16 where the CPU has
+# native bf16: ~2x); the test scoring is fp32 in every run
+_BY_PRECISION = ("train_s_per_example", "infer_s_per_example", "teacher_s_per_example")
 
 
 def _same_precision(key: str, rows: list[PastRun], precision: str | None) -> list[PastRun]:
@@ -274,12 +282,18 @@ def costs_from_past(config: TrainConfig, past: list[PastRun]) -> Calibration | N
     """Costs from past runs; None when none measured training."""
     student, teacher = shapes_of(config)
     precision = run_precision(config)
-    fallback = reference_costs(student, teacher)
+    fallback = reference_costs(config)
     values = {key: _calibrated(key, past, config.mode, student, teacher, precision) for key in _DECIDED_BY}
     if values["train_s_per_example"] is None:
         return None
     same = [p for p in past if p.student == student and (config.mode != "distill" or p.teacher == teacher)]
     costs = Costs(**{key: value if value is not None else getattr(fallback, key) for key, value in values.items()})
+    exact = [p for p in past if (p.mode, p.student, p.teacher) == (config.mode, student, teacher)]
+    if not any("test_s_per_example" in p.per_unit for p in exact):
+        # The test scoring of other pairs (a fine-tune has no teacher pass in it) does not scale to this one:
+        # validation's cost, plus the teacher's pass for a distillation (both may be bf16: a lower bound).
+        teacher_s = costs.teacher_s_per_example if config.mode == "distill" and config.teacher else 0.0
+        costs = replace(costs, test_s_per_example=costs.infer_s_per_example + teacher_s)
     trained = {p.precision for p in past if "train_s_per_example" in p.per_unit}
     other = None if precision in trained else ", ".join(sorted(_precision_name(t) for t in trained))
     return Calibration(costs, len(same) or len(past), bool(same), other)
@@ -299,21 +313,22 @@ def probe_costs(config: TrainConfig, *, cached_only: bool = False) -> tuple[Cost
     jobs = probe.jobs_for(config)
     if jobs is None:
         return None
-    train_job, infer_job, teacher_job = jobs
     try:
-        train = probe.timed(train_job, cached_only=cached_only)
-        infer = probe.timed(infer_job, cached_only=cached_only)
-        teacher = probe.timed(teacher_job, cached_only=cached_only) if teacher_job else probe.Timing(0.0, 0.0)
+        timings = [probe.timed(job, cached_only=cached_only) if job else probe.Timing(0.0, 0.0) for job in jobs]
     except Exception:  # a probe is a nicety: fall back to the reference, never fail
         return None
-    if train is None or infer is None or teacher is None:
+    if any(timing is None for timing in timings):
         return None
+    train, infer, test, teacher, teacher_test = (t for t in timings if t is not None)
     # the optimiser's update is paid once per batch: spread over the run's batch size, not the probe's
     train_s = train.per_example + train.per_step / max(config.batch_size, 1)
     costs = Costs(preparing_s=STARTUP_S, tokenise_s_per_row=TOKENISE_S_PER_ROW,
                   teacher_s_per_example=teacher.per_example, train_s_per_example=train_s,
-                  infer_s_per_example=infer.per_example, saving_s=SAVE_S)
-    return costs, train.probe_s + infer.probe_s + teacher.probe_s
+                  infer_s_per_example=infer.per_example, saving_s=SAVE_S,
+                  test_s_per_example=test.per_example + teacher_test.per_example)
+    # a job met twice (an fp32 run's test scoring is its validation's) was timed once
+    probe_s = sum({job.key(): t.probe_s for job, t in zip(jobs, timings, strict=True) if job and t}.values())
+    return costs, probe_s
 
 
 def probe_in_background(configs: list[TrainConfig]) -> bool:
@@ -342,8 +357,7 @@ def plan(config: TrainConfig, sizes: tuple[int, int, int], costs: Costs, *, teac
                "training": examples * (costs.train_s_per_example + teacher_per_step),
                "validation": valid * epochs * costs.infer_s_per_example,
                "saving": epochs * costs.saving_s,
-               "test_evaluation": test * (costs.infer_s_per_example
-                                          + (costs.teacher_s_per_example if distilling else 0.0))}
+               "test_evaluation": test * costs.test_s_per_example}
     return progress.Plan(seconds, epochs)
 
 
@@ -388,8 +402,7 @@ def costs_for(config: TrainConfig, root: Path | None, *, allow_probe: bool, excl
         seconds = max(round(probed[1]), 1)
         timed_in = " (the student in bf16, as this run trains)" if probe.student_precision(config) == "bf16" else ""
         return probed[0], "probe", f"from a {seconds}-second probe of these models on this machine{timed_in}"
-    student, teacher = shapes_of(config)
-    return reference_costs(student, teacher), "reference", \
+    return reference_costs(config), "reference", \
         "from a reference throughput: no past runs, probe unavailable"
 
 

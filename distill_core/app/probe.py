@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from .. import processes, specs, storage
+from .. import processes, specs, storage, teacher_cache
 from ..progress import usable_cores
 
 if TYPE_CHECKING:
@@ -73,9 +73,19 @@ def model_config(spec: str | None, teacher: str | None) -> dict | None:
     return found if isinstance(found, dict) and found.get("model_type") else None
 
 
-def jobs_for(config: TrainConfig) -> tuple[Job, Job, Job | None] | None:
-    """(student training step, student inference, teacher inference or None) to time for ``config``; None when
-    a model's architecture is not available locally."""
+class Jobs(NamedTuple):
+    """What to time for one config: the student's training step and validation (in the training precision), its
+    test scoring (the saved model, fp32), the teacher's pass over the training rows (in its precision,
+    teacher_cache.pass_precision) and over the test split (fp32); the teacher's are None for a fine-tune."""
+    train: Job
+    infer: Job
+    test: Job
+    teacher: Job | None
+    teacher_test: Job | None
+
+
+def jobs_for(config: TrainConfig) -> Jobs | None:
+    """The Jobs to time for ``config``; None when a model's architecture is not available locally."""
     student_raw = model_config(config.student, config.teacher)
     teacher_raw = model_config(config.teacher, None) if config.mode == "distill" and config.teacher else None
     if student_raw is None or (config.mode == "distill" and config.teacher and teacher_raw is None):
@@ -83,10 +93,13 @@ def jobs_for(config: TrainConfig) -> tuple[Job, Job, Job | None] | None:
     length = typical_length(config)
     infer_batch = min(config.eval_batch_size, PROBE_BATCH)
     precision = student_precision(config)
-    # The teacher's logit pass and its test scoring run in fp32 whatever the training precision.
-    return (Job(student_raw, min(config.batch_size, PROBE_BATCH), length, True, precision),
-            Job(student_raw, infer_batch, length, False, precision),
-            Job(teacher_raw, infer_batch, length, False) if teacher_raw else None)
+    teacher_pass = "bf16" if teacher_cache.pass_precision(config) == "bf16" else "no"
+    # The test scoring (the saved student, the teacher's test pass) runs in fp32 whatever the training precision.
+    return Jobs(Job(student_raw, min(config.batch_size, PROBE_BATCH), length, True, precision),
+                Job(student_raw, infer_batch, length, False, precision),
+                Job(student_raw, infer_batch, length, False),
+                Job(teacher_raw, infer_batch, length, False, teacher_pass) if teacher_raw else None,
+                Job(teacher_raw, infer_batch, length, False) if teacher_raw else None)
 
 
 def student_precision(config: TrainConfig) -> str:
