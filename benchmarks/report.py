@@ -433,6 +433,10 @@ def build(results: dict[str, dict | None]) -> str:
             "## 7d. Training against the peers with today's defaults (tcmalloc, automatic padding), AVX512-BF16, "
             "quiet machine")
         if results["peers_train_tcmalloc"] else "",
+        report_peers.section_peers_train(
+            results["peers_train_bf16_targets"],
+            "## 7e. Training against the peers with the KD targets in bf16 (today's defaults), AVX512-BF16")
+        if results["peers_train_bf16_targets"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
@@ -451,7 +455,7 @@ NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accu
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
          "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
          "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy",
-         "fp32_pass_padding_ab")
+         "fp32_pass_padding_ab", "peers_train_bf16_targets")
 
 
 def section_compile(result: dict | None) -> str:
