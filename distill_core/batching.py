@@ -119,9 +119,9 @@ def padding_for_run(config: TrainConfig) -> tuple[int, str]:
 
 def padding_for_fp32_pass(config: TrainConfig) -> int:
     """The multiple of the run's fp32 passes: the teacher's logits and the test scoring of the saved model run in
-    fp32 whatever the training precision, so "auto" pads them as fp32 (rounding up to 16 made the teacher's pass
-    over 2,000 AG News rows ~12% slower in fp32 here and saves nothing there: BENCHMARKS.md 4i); a multiple the
-    user asked for applies to every pass."""
+    fp32 whatever the training precision, so "auto" pads them as fp32 (rounding up to 16 made the teacher's fp32
+    pass over 2,000 AG News rows ~12% slower here, 25-27 s against 22-24 s, and saves nothing there: BENCHMARKS.md
+    10e); a multiple the user asked for applies to every pass."""
     if config.pad_to_multiple_of is not None:
         return config.pad_to_multiple_of
     return auto_padding_multiple("no")
