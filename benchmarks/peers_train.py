@@ -205,7 +205,8 @@ def run_trainer(args: argparse.Namespace, work: Path, tag: str, precision: str,
     recipe = json.loads(out.read_text(encoding="utf-8"))
     return {
         "wall_s": child["wall_s"], "to_saved_model_s": child["wall_s"],  # the process ends once the model is saved
-        "train_s": recipe["train_seconds"], "valid_accuracy_per_epoch": recipe["valid_accuracy_per_epoch"],
+        "train_s": recipe["train_seconds"], "phases_s": recipe.get("phases_s", {}),
+        "valid_accuracy_per_epoch": recipe["valid_accuracy_per_epoch"],
         "valid_accuracy": recipe["valid_accuracy"], "optim": recipe["optim"],
         "train_sampling_strategy": recipe["train_sampling_strategy"], "torch_threads": recipe["torch_threads"],
         "student_initial_weight_sum": recipe["student_initial_weight_sum"],
@@ -228,7 +229,7 @@ def run_seed(args: argparse.Namespace, work: Path, tag: str) -> dict[str, Any]:
     seed = json.loads(out.read_text(encoding="utf-8"))
     return {
         "wall_s": child["wall_s"], "to_saved_model_s": child["wall_s"],
-        "train_s": seed["end_to_end_seconds"],
+        "train_s": seed["end_to_end_seconds"], "phases_s": seed.get("phases_s", {}),
         "valid_accuracy_per_epoch": [e["valid_accuracy"] for e in seed["epochs"]],
         "valid_accuracy": seed["valid_accuracy"], "torch_threads": seed["machine"]["torch_threads"],
         "peak_rss_mb": child["peak_rss_mb"], "load_start": child["load_start"], "load_end": child["load_end"],

@@ -91,13 +91,26 @@ def make_trainer_class():
             super().__init__(*args, **kwargs)
             self.teacher = teacher.eval()
             self.temperature, self.alpha, self.teacher_in_eval = temperature, alpha, teacher_in_eval
+            # Where the time goes, for BENCHMARKS.md's phase table. On a CPU every op is synchronous, so the wall
+            # clock around a call is the call's cost; two perf_counter reads per batch cost microseconds.
+            self.seconds = {"teacher": 0.0, "validation": 0.0}
+
+        def evaluate(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.seconds["validation"] += time.perf_counter() - start
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             outputs = model(**inputs)  # labels in inputs: outputs.loss is the CE term
             if not model.training and not self.teacher_in_eval:
                 return (outputs.loss, outputs) if return_outputs else outputs.loss
+            start = time.perf_counter()
             with torch.no_grad():
                 teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+            if model.training:
+                self.seconds["teacher"] += time.perf_counter() - start
             t = self.temperature
             kd = F.kl_div(F.log_softmax(outputs.logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
                           reduction="batchmean") * t**2
@@ -164,6 +177,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer.save_model(str(save_dir / "model"))
     marks["saved"] = time.perf_counter() - PROCESS_T0
 
+    train_seconds = marks["trained"] - (train_start - PROCESS_T0)  # trainer.train(): epochs + evaluations
+    phases = {  # the same names as KD Studio's phase timer, so BENCHMARKS.md can set them side by side
+        "tokenising": marks["tokenised"] - marks["models_loaded"],
+        "teacher_logits": trainer.seconds["teacher"],  # the teacher's forward on every training batch
+        "training": train_seconds - trainer.seconds["teacher"] - trainer.seconds["validation"],
+        "validation": trainer.seconds["validation"],
+        "saving": marks["saved"] - marks["trained"],
+    }
     history = trainer.state.log_history
     valid_per_epoch = [row["eval_accuracy"] for row in history if "eval_accuracy" in row]
     return {
@@ -176,7 +197,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "student_initial_weight_sum": initial_fingerprint,
         "valid_accuracy_per_epoch": valid_per_epoch,
         "valid_accuracy": valid_per_epoch[-1] if valid_per_epoch else None,
-        "train_seconds": marks["trained"] - (train_start - PROCESS_T0),  # trainer.train(): epochs + evaluations
+        "train_seconds": train_seconds,
+        "phases_s": {name: round(seconds, 1) for name, seconds in phases.items()},
         "train_runtime_reported": output.metrics.get("train_runtime"),
         "global_steps": trainer.state.global_step,
         "marks_s": marks,  # since this script's first line
