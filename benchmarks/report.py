@@ -400,6 +400,7 @@ measured here; `python benchmarks/gpu_check.py` is the prepared check (fp32, bf1
 
 def build(results: dict[str, dict | None]) -> str:
     import report_peers  # here, not at the top: it imports this module's table helpers
+    import report_phases
 
     parts = [
         "# Benchmarks\n",
@@ -437,6 +438,11 @@ def build(results: dict[str, dict | None]) -> str:
             results["peers_train_bf16_targets"],
             "## 7e. Training against the peers with the KD targets in bf16 (today's defaults), AVX512-BF16")
         if results["peers_train_bf16_targets"] else "",
+        report_peers.section_peers_train(
+            results["peers_train_phases"],
+            "## 7f. Training against the peers, each loop's phases timed (today's defaults), AVX512-BF16")
+        + "\n" + report_phases.section_phases(results["peers_train_phases"])
+        if results["peers_train_phases"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
@@ -446,7 +452,9 @@ def build(results: dict[str, dict | None]) -> str:
         section_fp32_pass_padding(results["fp32_pass_padding_ab"]),
         section_estimate_accuracy(results["estimate_accuracy"]),
     ]
-    parts.insert(3, report_peers.section_targets(results))  # after the machine: what issue 11 asked, met or not
+    targets = report_peers.section_targets(results)  # after the machine: what issue 11 asked, met or not
+    why = report_phases.targets_note(results["peers_train_phases"], "7f")
+    parts.insert(3, "\n".join(filter(None, [targets, why])))
     return "\n".join(part for part in parts if part)  # a section not measured yet may be left out ("")
 
 
@@ -455,7 +463,7 @@ NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accu
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
          "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
          "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy",
-         "fp32_pass_padding_ab", "peers_train_bf16_targets")
+         "fp32_pass_padding_ab", "peers_train_bf16_targets", "peers_train_phases")
 
 
 def section_compile(result: dict | None) -> str:

@@ -314,3 +314,31 @@ def test_early_stopping_counts_epochs_without_a_strictly_better_accuracy():
     for _ in range(5):
         never.update(0.1)
     assert not never.should_stop and never.epochs_without_improvement == 4
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_the_update_is_one_fused_kernel_with_the_loops_arithmetic(optimizer):
+    import torch
+
+    def model_with_grads():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 4))
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        return model
+
+    config = TrainConfig(mode="distill", data=DataConfig(source="ag_news_sample"), student="truncate:1",
+                         optimizer=optimizer, lr=1e-2, weight_decay=0.1, warmup_ratio=0.0)
+    fused_model, loop_model = model_with_grads(), model_with_grads()
+    fused, _ = train._optimizer_and_schedule(config, fused_model, total_steps=10)
+    assert all(group["fused"] for group in fused.param_groups)
+    # The same groups and settings through PyTorch's default (a loop over the weights) as the reference.
+    twin = {id(a): b for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True)}
+    reference = type(fused)([{**group, "params": [twin[id(p)] for p in group["params"]], "fused": None}
+                             for group in fused.param_groups])
+    for _ in range(3):
+        fused.step()
+        reference.step()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(fused_model[0].weight, model_with_grads()[0].weight)  # the steps did update
