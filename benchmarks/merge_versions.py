@@ -10,6 +10,10 @@ tables read it like any other:
         --variant kd_studio teacher_ab_new_r1 teacher_ab_new_r2 \\
         --command "bash /tmp/kd/teacher_ab.sh (old = commit X, new = commit Y)"
 
+A variant takes the rows of its own name where a result has them, else the result's `kd_studio` rows: so the peers
+of the same rounds (`--variants trainer_bf16_tcmalloc seed`, run between the versions) merge in under their names,
+and the merged result is a whole peers table (its summary computed as peers_train.py computes it).
+
 Each run keeps its own load average, seed and start time; the merged result takes the machine of the first file.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import sys
 
 from _common import read_result, write_result
+from peers_train import summarise
 
 
 def main() -> int:
@@ -35,7 +40,9 @@ def main() -> int:
             result = read_result(source)
             if result is None:
                 parser.error(f"--variant {name}: no benchmarks/results/{source}.json")
-            rows = result["runs"]["kd_studio"]
+            rows = result["runs"].get(name, result["runs"].get("kd_studio"))
+            if rows is None:
+                parser.error(f"--variant {name}: {source} has neither {name} nor kd_studio runs")
             if not merged:
                 merged = {**result, "runs": {}, "command": args.command, "sources": []}
                 merged["settings"] = {**result["settings"], "rounds": len(sources)}
@@ -43,7 +50,7 @@ def main() -> int:
                 {**row, "round": index, "seed": result["settings"]["seed"]}
                 for index, row in enumerate(rows, start=sources.index(source) + 1))
             merged["sources"].append(source)
-    merged.pop("summary", None)
+    merged["summary"] = summarise(merged["runs"])
     write_result(args.name, merged)
     return 0
 

@@ -24,6 +24,7 @@ from report_memory import (
 from report_precision import (
     section_bf16_accuracy,
     section_fp32_pass_padding,
+    section_fused_update,
     section_precision_step,
     section_teacher_pass,
 )
@@ -443,6 +444,11 @@ def build(results: dict[str, dict | None]) -> str:
             "## 7f. Training against the peers, each loop's phases timed (today's defaults), AVX512-BF16")
         + "\n" + report_phases.section_phases(results["peers_train_phases"])
         if results["peers_train_phases"] else "",
+        report_peers.section_peers_train(
+            results["peers_train_fused"],
+            "## 7g. Training against the peers with the fused optimiser update (today's defaults), AVX512-BF16")
+        + "\n" + report_phases.section_phases(results["peers_train_fused"])
+        if results["peers_train_fused"] else "",
         report_peers.section_serving(results["serving_peers"]),
         section_students(results["better_students"], results["better_students_new_teacher"]),
         section_compile(results["compile_step"]),
@@ -450,10 +456,12 @@ def build(results: dict[str, dict | None]) -> str:
         section_bf16_accuracy(results["bf16_accuracy"]),
         section_teacher_pass(results["teacher_pass_ab"]),
         section_fp32_pass_padding(results["fp32_pass_padding_ab"]),
+        section_fused_update(results["fused_update_ab"]),
         section_estimate_accuracy(results["estimate_accuracy"]),
     ]
     targets = report_peers.section_targets(results)  # after the machine: what issue 11 asked, met or not
-    why = report_phases.targets_note(results["peers_train_phases"], "7f")
+    newest = "peers_train_fused" if results["peers_train_fused"] else "peers_train_phases"
+    why = report_phases.targets_note(results[newest], {"peers_train_fused": "7g"}.get(newest, "7f"))
     parts.insert(3, "\n".join(filter(None, [targets, why])))
     return "\n".join(part for part in parts if part)  # a section not measured yet may be left out ("")
 
@@ -463,7 +471,8 @@ NAMES = ("train_throughput", "profile_train", "inference_speed", "inference_accu
          "memory_levers", "better_students_new_teacher", "step_memory", "defaults_ab", "peers_train_avx512",
          "bf16_padding_ab", "tcmalloc_ab", "precision_step", "bf16_accuracy", "peers_train_tcmalloc",
          "tcmalloc_fp32_ab", "teacher_pass_ab", "estimate_accuracy",
-         "fp32_pass_padding_ab", "peers_train_bf16_targets", "peers_train_phases")
+         "fp32_pass_padding_ab", "peers_train_bf16_targets", "peers_train_phases",
+         "fused_update_ab", "peers_train_fused")
 
 
 def section_compile(result: dict | None) -> str:

@@ -236,7 +236,7 @@ def _bf16_text(serving: dict[str, Any]) -> str:
 
 # Peer runs on a quiet machine; the targets table takes the newest per kind of CPU.
 QUIET_PEERS = ("peers_train_quiet", "peers_train_avx512", "peers_train_tcmalloc", "peers_train_bf16_targets",
-               "peers_train_phases")
+               "peers_train_phases", "peers_train_fused")
 # Results whose KD Studio variant ran the defaults of its day; the newest per kind of CPU gives the defaults' peak.
 DEFAULT_PEAK_SOURCES = (("peers_train", "KD Studio's process in section 7"),
                         ("peers_train_quiet", "KD Studio's process in section 7b; defaults of section 4e"),
@@ -244,6 +244,7 @@ DEFAULT_PEAK_SOURCES = (("peers_train", "KD Studio's process in section 7"),
                         ("peers_train_tcmalloc", "KD Studio's process in section 7d"),
                         ("peers_train_bf16_targets", "KD Studio's process in section 7e"),
                         ("peers_train_phases", "KD Studio's process in section 7f"),
+                        ("peers_train_fused", "KD Studio's process in section 7g"),
                         ("allocator_ab", "default allocator, section 4b"), ("memory_levers", "defaults, section 4c"),
                         ("defaults_ab", "defaults, section 4e"), ("bf16_padding_ab", "defaults, section 4f"),
                         ("tcmalloc_ab", "defaults with glibc's malloc, section 4g"))

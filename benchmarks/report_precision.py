@@ -137,3 +137,29 @@ def section_fp32_pass_padding(result: dict[str, Any] | None) -> str:
         "Seconds per phase (each run's `phase_end` rows):\n",
         table(["version", "round", *PHASES_SHOWN, "test_evaluation"], body) + "\n",
         *([f"Verdict: {result['verdict']}\n"] if result.get("verdict") else [])])
+
+
+FUSED_NAMES = {"kd_studio_adamw_loop": "before: PyTorch's default AdamW on a CPU (a Python loop over the weights)",
+               "kd_studio": "AdamW as one fused kernel (`fused=True`, today's default)"}
+
+
+def section_fused_update(result: dict[str, Any] | None) -> str:
+    """Issue 11: the optimiser's update as torch's fused AdamW against its default loop (two code versions,
+    interleaved: benchmarks/merge_versions.py)."""
+    title = "## 10f. The optimiser's update as one fused kernel (A/B of two versions)\n"
+    if not result:
+        return title + "\n_Not measured yet: see `benchmarks/merge_versions.py`._\n"
+    runs = {name: rows for name, rows in result["runs"].items() if name in FUSED_NAMES}
+    body = [[FUSED_NAMES[name], row.get("round"), *(f(row.get("phases_s", {}).get(phase), 1) for phase in
+                                                   PHASES_SHOWN)]
+            for name, rows in runs.items() for row in rows]
+    return "\n".join([title, (
+        f"{section_7_work(result)} The two versions differ only in `train._optimizer_and_schedule`: PyTorch's "
+        "`AdamW` on CPU parameters defaults to a loop over the weights, about ten full passes over each per step "
+        "(the 17 M weights of `truncate:3`, 11.7 M of them the word embeddings: 70 ms a step measured alone, against "
+        "11 ms fused, timed alone in the closing note of stop 24); `fused=True` does one pass. The arithmetic is "
+        "the same (tests/test_train.py checks three steps against the loop within 1e-5). Each round ran "
+        "`peers_train.py --variants kd_studio --rounds 1` from a clone of each version in turn.\n"),
+        *_ab_tables({**result, "runs": runs}, FUSED_NAMES, "kd_studio_adamw_loop", "the version before"),
+        "Seconds per phase (each run's `phase_end` rows):\n",
+        table(["version", "round", *PHASES_SHOWN], body) + "\n"])

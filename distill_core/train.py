@@ -316,8 +316,8 @@ def _restore(run: loop.Loop) -> None:
 # The optimiser's update as one fused kernel per step (torch >= 2.4 on CPU and CUDA; the parameters are on the CPU
 # when the optimiser is built, which torch checks). PyTorch's default on CPU is a Python loop over the weights,
 # about ten full passes over each: on the offline pair's 17 M weights 70 ms a step against 11 ms fused, ~7 s of a
-# 2-epoch run (BENCHMARKS.md 7g). The same arithmetic; floats may differ in the last bit.
-FUSED_UPDATE = {"fused": True}
+# 2-epoch run (BENCHMARKS.md 10f: x0.90 to a saved model). The same arithmetic; floats may differ in the last bit.
+FUSED_UPDATE = True
 
 
 def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int, projection=None):
@@ -330,14 +330,14 @@ def _optimizer_and_schedule(config: TrainConfig, model, total_steps: int, projec
     if projection is not None:
         named += [(f"projection.{name}", p) for name, p in projection.named_parameters()]
     if config.optimizer == "adam":  # the seed recipe: plain Adam at a constant rate
-        optimizer = torch.optim.Adam([p for _, p in named], lr=config.lr, **FUSED_UPDATE)
+        optimizer = torch.optim.Adam([p for _, p in named], lr=config.lr, fused=FUSED_UPDATE)
         return optimizer, get_constant_schedule(optimizer)
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
     groups = [
         {"params": [p for n, p in named if not n.endswith(no_decay)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in named if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, **FUSED_UPDATE)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=FUSED_UPDATE)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 

@@ -191,7 +191,7 @@ def _time_training(model, forward_backward) -> tuple[float, float]:
 
     from ..train import FUSED_UPDATE
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **FUSED_UPDATE)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=FUSED_UPDATE)
     updates: list[float] = []
 
     def update() -> None:
