@@ -205,6 +205,19 @@ def results(root: Path, result: dict) -> None:
                        on_click="ignore")
 
 
+def stored_results(rows: list[dict]) -> None:
+    """What was measured when the chosen models were built (each run's bench.json), until a benchmark runs here:
+    a first visit after the showcase sees its numbers without measuring again."""
+    st.subheader("Measured when these models were built")
+    st.caption("Kept with each run (its bench.json; Compare's speed-ups come from the same rows). Run the benchmark "
+               "to measure the chosen models again, side by side, with paired speed-ups and charts.")
+    st.dataframe([{k: row.get(k) for k in TABLE_KEYS} for row in rows], hide_index=True,
+                 column_config=TABLE_COLUMNS)
+    machines = sorted({row["machine"] for row in rows if isinstance(row.get("machine"), str)})
+    if machines:
+        st.caption("Measured on " + " | ".join(machines) + ".")
+
+
 def render() -> None:
     root = ui.prologue("Benchmark", CAPTION)
     models = hosting.with_gallery(
@@ -230,7 +243,10 @@ def render() -> None:
         ended(job)
     result = bench_jobs.last_result(root)
     if not result:
-        if not running:
+        stored = reports.stored_bench_rows({spec: models[spec] for spec in grid.specs if spec in models})
+        if stored and not running:
+            stored_results(stored)
+        elif not running:
             ui.nothing_yet("Choose models and settings, then run the benchmark. Small settings take a few seconds.",
                            link_to_train=False)
         return

@@ -56,6 +56,18 @@ def save_bench_rows(rows: Iterable[dict], spec_to_run_dir: dict[str, Path], mach
             storage.write_json_atomic(Path(run_dir) / runs.BENCH_FILE, by_spec[spec])
 
 
+def stored_bench_rows(models: dict[str, str]) -> list[dict]:
+    """The rows kept in the bench.json of each of ``models`` (spec -> label) that is a run folder, labelled: what
+    the showcase build (or an earlier benchmark) measured, for a Benchmark page on which no benchmark ran yet.
+    Only catalog specs come here (runs the store lists), never a path a visitor typed."""
+    found = []
+    for spec, label in models.items():
+        rows = storage.read_json(Path(spec) / runs.BENCH_FILE, None)
+        if isinstance(rows, list):
+            found += [{**row, "model": label} for row in rows if isinstance(row, dict)]
+    return found
+
+
 def machine_summary(info: dict) -> str:
     """One line of machine facts for a row or a report: CPU, cores, platform, torch, date, load average."""
     facts = [f"{info.get('cpu_model')}, {info.get('usable_cores')} usable cores, {info.get('platform')}"]
