@@ -460,8 +460,10 @@ def build(results: dict[str, dict | None]) -> str:
         section_estimate_accuracy(results["estimate_accuracy"]),
     ]
     targets = report_peers.section_targets(results)  # after the machine: what issue 11 asked, met or not
-    newest = "peers_train_fused" if results["peers_train_fused"] else "peers_train_phases"
-    why = report_phases.targets_note(results[newest], {"peers_train_fused": "7g"}.get(newest, "7f"))
+    # The newest peers result with every loop's phases explains the targets' misses.
+    name, section = next(((n, s) for n, s in (("peers_train_fused", "7g"), ("peers_train_phases", "7f"))
+                          if results[n]), ("peers_train_phases", "7f"))
+    why = report_phases.targets_note(results[name], section)
     parts.insert(3, "\n".join(filter(None, [targets, why])))
     return "\n".join(part for part in parts if part)  # a section not measured yet may be left out ("")
 

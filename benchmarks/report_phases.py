@@ -1,4 +1,5 @@
-"""BENCHMARKS.md section 7f: where each training loop's time goes, and the ceiling that sets on KD Studio's ratios.
+"""BENCHMARKS.md sections 7f and 7g: where each training loop's time goes, and the ceiling that sets on the
+ratios.
 
 Issue 11 asks that a missed target come with "the profile that explains it". Every loop in
 benchmarks/peers_train.py times its phases under the same names (KD Studio's own phase timer; the Trainer recipe
@@ -12,7 +13,7 @@ import statistics
 from typing import Any
 
 from report_format import f, table
-from report_peers import LABELS, SEED_TARGET, TRAINER_TARGET
+from report_peers import LABELS, SEED_TARGET, TRAINER_TARGET, _best_trainer
 
 # Phase names as the loops record them, in the order a run meets them, with what each holds.
 PHASES = (("startup", "startup: imports, model loading, process exit"),
@@ -67,7 +68,7 @@ def _budget_rows(medians: dict[str, dict[str, float]]) -> list[list[Any]]:
     kd = medians["kd_studio"]
     rows = []
     for name, phases in medians.items():
-        target = SEED_TARGET if name == "seed" else TRAINER_TARGET if name.startswith("trainer_") else None
+        target = _target(name)
         if target is None:
             continue
         budget = training_budget(kd, sum(phases.values()), target)
@@ -78,21 +79,23 @@ def _budget_rows(medians: dict[str, dict[str, float]]) -> list[list[Any]]:
     return rows
 
 
-def _target_peers(medians: dict[str, dict[str, float]]) -> list[tuple[str, dict[str, float]]]:
-    """The peers the targets name: the fastest Trainer variant (its faster precision) and the seed loop."""
-    trainers = [(n, p) for n, p in medians.items() if n.startswith("trainer_") and "training" in p]
-    fastest = [min(trainers, key=lambda item: sum(item[1].values()))] if trainers else []
-    return fastest + [(n, p) for n, p in medians.items() if n == "seed" and "training" in p]
+def _target(peer: str) -> float | None:
+    """The ratio issue 11 asks of KD Studio against ``peer`` (None: not a peer with a target)."""
+    return SEED_TARGET if peer == "seed" else TRAINER_TARGET if peer.startswith("trainer_") else None
 
 
-def why_text(medians: dict[str, dict[str, float]]) -> str:
-    """The explanation in words, from the numbers (also quoted under the targets table)."""
+def why_text(medians: dict[str, dict[str, float]], trainer: str | None) -> str:
+    """The explanation in words, from the numbers (also quoted under the targets table), for the peers the targets
+    name: ``trainer`` (the Trainer variant the targets table compares with) and the seed loop."""
     kd = medians["kd_studio"]
     total = sum(kd.values())
     parts = [f"KD Studio spends {f(kd['training'])} s of its {f(total)} s in the student's own training "
              f"({100 * kd['training'] / total:.0f}%)"]
-    for name, phases in _target_peers(medians):
-        target = SEED_TARGET if name == "seed" else TRAINER_TARGET
+    for name in (trainer, "seed"):
+        phases = medians.get(name or "", {})
+        target = _target(name or "")
+        if target is None or "training" not in phases:
+            continue
         peer_total = sum(phases.values())
         budget = training_budget(kd, peer_total, target)
         reach = (f"at {target:g}x KD Studio would have {f(budget['allowed_total_s'])} s in all, less than the "
@@ -116,6 +119,12 @@ def phase_medians(result: dict[str, Any] | None) -> dict[str, dict[str, float]]:
     return medians if "kd_studio" in medians else {}
 
 
+def _trainer_of_targets(result: dict[str, Any]) -> str | None:
+    """The Trainer variant the targets table compares with (report_peers._best_trainer: fastest median)."""
+    best = _best_trainer(result.get("summary") or {})
+    return best[0] if best else None
+
+
 def section_phases(result: dict[str, Any] | None) -> str:
     """The subsection under the peers table of the same runs (report.py places it)."""
     medians = phase_medians(result)
@@ -127,7 +136,7 @@ def section_phases(result: dict[str, Any] | None) -> str:
         "`benchmarks/trainer_recipe.py` and `seed_loop.py` time theirs under the same names: on a CPU every op is "
         "synchronous, so a clock around a call is its cost). *Startup* is what no phase covers.\n",
         _phase_table(medians) + "\n",
-        why_text(medians) + "\n",
+        why_text(medians, _trainer_of_targets(result or {})) + "\n",
         "What each target leaves for KD Studio's student training (Amdahl: the target fixes KD Studio's whole "
         "time; its other phases, as measured, take their share first):\n",
         table(["peer", "target", "peer s", "KD Studio allowed s", "KD Studio's other phases s",
@@ -141,4 +150,5 @@ def targets_note(result: dict[str, Any] | None, section: str) -> str:
     medians = phase_medians(result)
     if not medians:
         return ""
-    return f"Why the training targets are missed (the profile in section {section}): {why_text(medians)}\n"
+    return (f"Why the training targets are missed (the profile in section {section}): "
+            f"{why_text(medians, _trainer_of_targets(result or {}))}\n")

@@ -143,7 +143,8 @@ def provenance() -> dict[str, Any]:
 
     return {"kd_studio": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "datasets": datasets.__version__, "accelerate": accelerate.__version__,
-            "torch_threads": torch.get_num_threads(), "optimizer_update": "fused"}
+            "torch_threads": torch.get_num_threads(),
+            "optimizer_update": "fused" if FUSED_UPDATE else "PyTorch's default"}
 
 
 def run_record(prepared: Prepared) -> dict[str, Any]:
